@@ -1,0 +1,152 @@
+"""Metronome settings, read from the environment (and an optional ``.env`` file).
+
+Every setting a deployment may change is an environment variable listed in README's
+configuration table. Defaults are for local development; production sets ``DEBUG=False``
+and must then provide a ``SECRET_KEY``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+if (BASE_DIR / ".env").is_file():
+    environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+
+DEBUG: bool = env.bool("DEBUG", default=True)
+
+_DEV_SECRET_KEY = "metronome-insecure-development-key-do-not-use-in-production"
+SECRET_KEY: str = env.str("SECRET_KEY", default="")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "SECRET_KEY is not set and DEBUG is False. Set SECRET_KEY to a long random "
+            "string (for example the output of "
+            "`python -c 'import secrets; print(secrets.token_urlsafe(50))'`), "
+            "or set DEBUG=True for local development."
+        )
+    SECRET_KEY = _DEV_SECRET_KEY
+
+ALLOWED_HOSTS: list[str] = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost"])
+CSRF_TRUSTED_ORIGINS: list[str] = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    # procrastinate must come before our apps: they register tasks on its app.
+    "procrastinate.contrib.django",
+    "tenants",
+    "integrations",
+    "scheduler",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    # Serves collected static files under gunicorn (docker-compose); no CDN, no nginx needed.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+WSGI_APPLICATION = "config.wsgi.application"
+ASGI_APPLICATION = "config.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+
+def _database_url() -> str:
+    """DATABASE_URL, else the URL of the embedded cluster that ``run.sh`` started."""
+    url = env.str("DATABASE_URL", default="")
+    if url:
+        return url
+    state_dir = env.path("METRONOME_PG_DIR", default=BASE_DIR / ".local" / "pg")
+    url_file = Path(state_dir) / "database_url"
+    if url_file.is_file():
+        return url_file.read_text().strip()
+    raise ImproperlyConfigured(
+        "DATABASE_URL is not set and no embedded PostgreSQL has been created yet. "
+        "Run `./run.sh` (or `./run.sh db-start`) once to create the embedded database, "
+        "or set DATABASE_URL=postgres://USER:PASSWORD@HOST:PORT/NAME."
+    )
+
+
+DATABASES = {"default": env.db_url_config(_database_url())}
+DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=0))
+DATABASES["default"].setdefault("OPTIONS", {})
+DATABASES["default"]["OPTIONS"].setdefault("connect_timeout", 10)
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE: str = env.str("TIME_ZONE", default="UTC")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = env.path("STATIC_ROOT", default=BASE_DIR / "staticfiles")
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+
+LOG_LEVEL: str = env.str("LOG_LEVEL", default="INFO").upper()
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)-7s %(name)s: %(message)s"},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain"},
+    },
+    "root": {"handlers": ["console"], "level": "WARNING"},
+    "loggers": {
+        "django": {"handlers": ["console"], "level": "INFO", "propagate": False},
+        "procrastinate": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
+        # Says "Adding tasks from blueprint" at every start: noise, not news.
+        "procrastinate.blueprints": {"level": "WARNING"},
+        "metronome": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
+        "tenants": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
+        "integrations": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
+        "scheduler": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
+    },
+}
+
+# procrastinate: tasks are autodiscovered from every app's ``tasks.py``.
+PROCRASTINATE_AUTODISCOVER_MODULE_NAME = "tasks"
+# The scheduler job's period in seconds; see scheduler/tasks.py.
+SCHEDULER_PERIOD: int = env.int("SCHEDULER_PERIOD", default=60)

@@ -1,0 +1,156 @@
+#!/usr/bin/env bash
+# Metronome's single entry point: sets up .venv and the database, then runs what you ask.
+#   ./run.sh                    web server + scheduler worker + tenant worker (Ctrl-C stops all)
+#   AS_WORKER=yes ./run.sh      one worker only; WORKER_QUEUES=1,2 or =scheduler picks queues
+#   ./run.sh test [pytest args] the test suite
+#   ./run.sh manage ARGS        python manage.py ARGS with the environment set
+#   ./run.sh worker             same as AS_WORKER=yes ./run.sh
+#   ./run.sh db-start | db-stop | db-status | db-url   the embedded PostgreSQL
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+cd "$ROOT"
+VENV="$ROOT/.venv"
+PY="$VENV/bin/python"
+export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+export DJANGO_SETTINGS_MODULE="${DJANGO_SETTINGS_MODULE:-config.settings}"
+
+die() { echo "run.sh: $*" >&2; exit "${2:-1}"; }
+
+usage() {
+  sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'
+}
+
+# Reads .env (if any) so run.sh sees DATABASE_URL etc. exactly as Django does.
+load_dotenv() {
+  if [[ -f "$ROOT/.env" ]]; then
+    set -a
+    # shellcheck disable=SC1091
+    source "$ROOT/.env"
+    set +a
+  fi
+}
+
+ensure_python() {
+  local python="${PYTHON:-python3}"
+  command -v "$python" >/dev/null 2>&1 || die "'$python' not found; install Python 3.11+ or set PYTHON=/path/to/python3.11"
+  "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+    || die "$("$python" -V 2>&1) is too old; Metronome needs Python 3.11+ (set PYTHON=/path/to/python3.11)"
+  echo "$python"
+}
+
+requirements_hash() {
+  cat "$@" | sha256sum | cut -d' ' -f1
+}
+
+# ensure_venv runtime|dev: create .venv and install requirements, skipped when unchanged.
+ensure_venv() {
+  local kind="$1" files stamp_ok=no
+  if [[ ! -x "$PY" ]] || ! "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+    local python
+    python="$(ensure_python)"
+    echo "run.sh: creating $VENV with $("$python" -V 2>&1)" >&2
+    rm -rf "$VENV"
+    "$python" -m venv "$VENV"
+  fi
+  local runtime_hash dev_hash
+  runtime_hash="$(requirements_hash requirements.txt)"
+  dev_hash="$(requirements_hash requirements.txt requirements-dev.txt)"
+  [[ "$(cat "$VENV/.stamp-dev" 2>/dev/null)" == "$dev_hash" ]] && stamp_ok=yes
+  [[ "$kind" == runtime && "$(cat "$VENV/.stamp-runtime" 2>/dev/null)" == "$runtime_hash" ]] && stamp_ok=yes
+  if [[ "$stamp_ok" == no ]]; then
+    files=(-r requirements.txt)
+    [[ "$kind" == dev ]] && files=(-r requirements-dev.txt)
+    echo "run.sh: installing $kind requirements into $VENV" >&2
+    "$PY" -m pip install --quiet --disable-pip-version-check "${files[@]}" >&2 \
+      || die "pip install failed; see the messages above"
+    echo "$runtime_hash" >"$VENV/.stamp-runtime"
+    [[ "$kind" == dev ]] && echo "$dev_hash" >"$VENV/.stamp-dev"
+  fi
+  if ! "$PY" -m config.localdb bin >/dev/null 2>&1 && [[ -z "${DATABASE_URL:-}" ]]; then
+    echo "run.sh: no PostgreSQL binaries on this machine; installing pgserver from PyPI" >&2
+    "$PY" -m pip install --quiet --disable-pip-version-check pgserver >&2 || die "pip install pgserver failed"
+  fi
+  return 0
+}
+
+# ensure_db: check DATABASE_URL, or start the embedded cluster and export its URL.
+ensure_db() {
+  if [[ -n "${DATABASE_URL:-}" ]]; then
+    "$PY" -m config.localdb check-url || exit 1
+  else
+    DATABASE_URL="$("$PY" -m config.localdb start)" || exit 1
+    export DATABASE_URL
+  fi
+}
+
+migrate() {
+  "$PY" manage.py migrate --noinput >/dev/null || die "manage.py migrate failed; see the error above"
+}
+
+run_all() {
+  ensure_venv runtime
+  ensure_db
+  migrate
+  local port="${WEB_PORT:-8000}"
+  cat >&2 <<MSG
+run.sh: starting web, scheduler and tenant worker (Ctrl-C stops all of them)
+  admin:             http://127.0.0.1:${port}/admin/
+  create a login:    ./run.sh manage createsuperuser
+  list jobs:         ./run.sh manage shell -c 'from scheduler.bg_helper import BgHelper; [print(j) for j in BgHelper().list_jobs()]'
+MSG
+  export WEB_PORT="$port" PYTHONUNBUFFERED=1
+  # honcho runs each process in its own process group and, on Ctrl-C or SIGTERM,
+  # terminates every group (then kills what is left after 5 s): no orphans.
+  PATH="$VENV/bin:$PATH" exec "$VENV/bin/honcho" start --no-colour -f "$ROOT/Procfile" -d "$ROOT"
+}
+
+run_worker() {
+  ensure_venv runtime
+  ensure_db
+  migrate
+  local args=(manage.py procrastinate worker)
+  if [[ -n "${WORKER_QUEUES:-}" ]]; then
+    [[ "$WORKER_QUEUES" =~ ^[A-Za-z0-9_.-]+(,[A-Za-z0-9_.-]+)*$ ]] \
+      || die "WORKER_QUEUES='$WORKER_QUEUES' is not a comma-separated list of queue names (e.g. WORKER_QUEUES=1,2 or WORKER_QUEUES=scheduler)" 2
+    args+=(--queues="$WORKER_QUEUES")
+  fi
+  echo "run.sh: worker on queues: ${WORKER_QUEUES:-all}" >&2
+  export PYTHONUNBUFFERED=1
+  exec "$PY" "${args[@]}"
+}
+
+main() {
+  load_dotenv
+  local cmd="${1:-}"
+  if [[ -z "$cmd" ]]; then
+    case "${AS_WORKER:-}" in
+      ""|no|false|0) cmd=run ;;
+      *) cmd=worker ;;
+    esac
+  else
+    shift
+  fi
+  case "$cmd" in
+    run) run_all ;;
+    worker) run_worker ;;
+    test)
+      ensure_venv dev
+      ensure_db
+      exec "$PY" -m pytest "$@"
+      ;;
+    manage)
+      ensure_venv runtime
+      ensure_db
+      exec "$PY" manage.py "$@"
+      ;;
+    db-start) ensure_venv runtime; "$PY" -m config.localdb start >/dev/null && "$PY" -m config.localdb status ;;
+    db-stop) ensure_venv runtime; exec "$PY" -m config.localdb stop ;;
+    db-status) ensure_venv runtime; exec "$PY" -m config.localdb status ;;
+    db-url) ensure_venv runtime; exec "$PY" -m config.localdb url ;;
+    help|-h|--help) usage ;;
+    *) echo "run.sh: unknown command '$cmd'" >&2; usage >&2; exit 2 ;;
+  esac
+}
+
+main "$@"
