@@ -150,3 +150,5 @@ LOGGING = {
 PROCRASTINATE_AUTODISCOVER_MODULE_NAME = "tasks"
 # The scheduler job's period in seconds; see scheduler/tasks.py.
 SCHEDULER_PERIOD: int = env.int("SCHEDULER_PERIOD", default=60)
+# Installs the middleware that keeps TaskRun rows in step with their jobs.
+PROCRASTINATE_ON_APP_READY = "scheduler.hooks.on_app_ready"

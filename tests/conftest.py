@@ -18,21 +18,61 @@ def add(a: int, b: int) -> int:
 
 
 @pytest.fixture
-def run_worker(transactional_db) -> Callable[..., None]:
+def clean_jobs(transactional_db) -> None:
+    """Empty procrastinate's tables: Django's flush skips them (they are not managed)."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "TRUNCATE procrastinate_jobs, procrastinate_periodic_defers, procrastinate_workers "
+            "RESTART IDENTITY CASCADE"
+        )
+
+
+@pytest.fixture
+def run_worker(clean_jobs) -> Callable[..., None]:
     """Run a real procrastinate worker until its queues are empty.
 
     It uses procrastinate's own psycopg pool (like ``manage.py procrastinate worker``),
     not Django's connection, hence ``transactional_db``: jobs must be committed to be seen.
     """
 
-    def run(queues: Iterable[str] | None = None, **options) -> None:
+    def run(queues: Iterable[str] | None = None, periodic: bool = False, **options) -> None:
+        """``periodic=False`` keeps the periodic deferrer quiet: tests tick on their own clock."""
         options.setdefault("listen_notify", False)
-        with app.replace_connector(app.connector.get_worker_connector()) as worker_app:
-            worker_app.run_worker(
-                queues=list(queues) if queues is not None else None,
-                wait=False,
-                install_signal_handlers=False,
-                **options,
-            )
+        registered = app.periodic_registry.periodic_tasks
+        if not periodic:
+            app.periodic_registry.periodic_tasks = {}
+        try:
+            with app.replace_connector(app.connector.get_worker_connector()) as worker_app:
+                worker_app.run_worker(
+                    queues=list(queues) if queues is not None else None,
+                    wait=False,
+                    install_signal_handlers=False,
+                    **options,
+                )
+        finally:
+            app.periodic_registry.periodic_tasks = registered
 
     return run
+
+
+@pytest.fixture
+def user(django_user_model):
+    return django_user_model.objects.create_user(
+        username="owner", email="owner@example.com", password="pw-for-tests-only"
+    )
+
+
+@pytest.fixture
+def tenant(user):
+    from tenants.models import Tenant
+
+    return Tenant.create(user, "acme", "ops@acme.example")
+
+
+@pytest.fixture
+def other_tenant(user):
+    from tenants.models import Tenant
+
+    return Tenant.create(user, "globex", "ops@globex.example")

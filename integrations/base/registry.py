@@ -1,0 +1,149 @@
+"""The integration types Metronome knows, found by scanning ``integrations/*/tasks.py``.
+
+An integration type is a folder under ``integrations/`` whose ``tasks.py`` declares an
+:class:`IntegrationType` subclass decorated with :func:`register`, and its procrastinate
+tasks decorated with :func:`integrations.base.tasks.integration_task`. Nothing else in the
+project needs to change to add one.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import pkgutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from django.core.exceptions import ValidationError
+
+_types: dict[str, type[IntegrationType]] = {}
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One task of an integration type: its procrastinate name and the function it runs."""
+
+    procrastinate_name: str
+    function: Callable[..., Any]
+
+    def validate_kwargs(self, kwargs: dict[str, Any]) -> None:
+        """Raise ValidationError unless the function accepts exactly these keyword arguments."""
+        try:
+            inspect.signature(self.function).bind(None, **kwargs)
+        except TypeError as exc:
+            params = [
+                p.name
+                for p in list(inspect.signature(self.function).parameters.values())[1:]
+                if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
+            ]
+            accepted = ", ".join(params) or "none"
+            raise ValidationError(
+                "These kwargs do not fit task '%(task)s': %(error)s. "
+                "Accepted kwargs: %(accepted)s.",
+                code="invalid_kwargs",
+                params={"task": self.procrastinate_name, "error": exc, "accepted": accepted},
+            ) from None
+
+
+class IntegrationType:
+    """What an integration type declares about itself."""
+
+    #: The ``Integration.name`` that selects this type, e.g. ``"github"``.
+    name: ClassVar[str]
+    verbose_name: ClassVar[str] = ""
+    #: Locker keys its tasks read, e.g. ``("github_token",)``.
+    locker_keys: ClassVar[tuple[str, ...]] = ()
+    #: Task name -> its spec; filled by ``integration_task``.
+    tasks: ClassVar[dict[str, TaskSpec]]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.tasks = {}
+
+    @classmethod
+    def validate_config(cls, config: dict[str, Any]) -> None:
+        """Raise ValidationError when ``config`` is not acceptable for this type."""
+
+    @classmethod
+    def task_names(cls) -> list[str]:
+        return sorted(cls.tasks)
+
+    @classmethod
+    def get_task(cls, task_name: str) -> TaskSpec:
+        try:
+            return cls.tasks[task_name]
+        except KeyError:
+            known = ", ".join(cls.task_names()) or "none"
+            raise ValidationError(
+                "Integration type '%(type)s' has no task '%(task)s'. Its tasks: %(known)s.",
+                code="unknown_task",
+                params={"type": cls.name, "task": task_name, "known": known},
+            ) from None
+
+
+def register(cls: type[IntegrationType]) -> type[IntegrationType]:
+    if cls.name in _types and _types[cls.name] is not cls:
+        raise RuntimeError(f"two integration types are named {cls.name!r}")
+    _types[cls.name] = cls
+    return cls
+
+
+def get_type(name: str) -> type[IntegrationType]:
+    """The registered type, or a ValidationError that lists the known ones."""
+    autodiscover()
+    try:
+        return _types[name]
+    except KeyError:
+        known = ", ".join(sorted(_types)) or "none"
+        raise ValidationError(
+            "Unknown integration type '%(name)s'. Known types: %(known)s.",
+            code="unknown_integration",
+            params={"name": name, "known": known},
+        ) from None
+
+
+def all_types() -> dict[str, type[IntegrationType]]:
+    autodiscover()
+    return dict(sorted(_types.items()))
+
+
+def choices() -> list[tuple[str, str]]:
+    return [(name, t.verbose_name or name) for name, t in all_types().items()]
+
+
+_discovered = False
+
+
+def autodiscover() -> None:
+    """Import every ``integrations/<folder>/tasks.py`` once."""
+    global _discovered
+    if _discovered:
+        return
+    _discovered = True
+    for module in _subpackages():
+        try:
+            importlib.import_module(f"integrations.{module}.tasks")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"integrations.{module}.tasks":
+                raise
+
+
+def _subpackages() -> list[str]:
+    import integrations
+
+    return [
+        info.name
+        for info in pkgutil.iter_modules(integrations.__path__)
+        if info.ispkg and info.name not in {"base", "migrations"}
+    ]
+
+
+def import_submodules(module_name: str) -> None:
+    """Import ``integrations.<folder>.<module_name>`` wherever it exists (used for models)."""
+    for package in _subpackages():
+        try:
+            importlib.import_module(f"integrations.{package}.{module_name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"integrations.{package}.{module_name}":
+                raise

@@ -1,0 +1,112 @@
+"""How an integration type declares its procrastinate tasks.
+
+The scheduler defers a job per due Task with these arguments: ``task_id``, ``run_id``,
+``scheduled_for`` (ISO 8601, the intended tick), ``integration_id`` and ``kwargs`` (the
+Task's kwargs). :func:`integration_task` turns them into a :class:`RunContext` and calls
+the integration's function with it. Integration code never sees the scheduler's models;
+the scheduler records runs around it (see ``scheduler/middleware.py``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from procrastinate import JobContext, RetryDecision
+from procrastinate.contrib.django import app
+from procrastinate.jobs import Job
+from procrastinate.retry import BaseRetryStrategy
+
+from integrations.base.registry import IntegrationType, TaskSpec
+from integrations.models import Integration
+from tenants.models import Locker, Tenant
+
+#: How often a job may be put back because the remote API asked us to wait.
+MAX_RETRY_LATER = 20
+
+
+class IntegrationError(Exception):
+    """A failure the user can act on (bad config, missing secret); its message says how."""
+
+
+class RetryLater(Exception):
+    """The remote service asked us to come back later (rate limit): retry, do not fail."""
+
+    def __init__(self, message: str, retry_at: dt.datetime) -> None:
+        super().__init__(message)
+        self.retry_at = retry_at
+
+
+class RetryLaterStrategy(BaseRetryStrategy):
+    """Retries a job at the time a :class:`RetryLater` names; any other error fails it."""
+
+    def get_retry_decision(self, *, exception: BaseException, job: Job) -> RetryDecision | None:
+        if isinstance(exception, RetryLater) and job.attempts < MAX_RETRY_LATER:
+            return RetryDecision(retry_at=exception.retry_at)
+        return None
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What an integration task gets to know about the run it performs."""
+
+    integration: Integration
+    tenant: Tenant
+    task_id: int | None
+    scheduled_for: dt.datetime | None
+    job_id: int | None
+    attempt: int
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return self.integration.config
+
+    def secret(self, key: str) -> str:
+        """The tenant's Locker value for ``key``; raises IntegrationError when missing."""
+        value = Locker.get(key, self.tenant.pk)
+        if not value:
+            raise IntegrationError(
+                f"Locker key '{key}' is not set for tenant {self.tenant.pk} ({self.tenant.name}). "
+                f"Add it with Locker.add('{key}', '<value>', {self.tenant.pk}) or in admin."
+            )
+        return value
+
+
+def integration_task(
+    integration_type: type[IntegrationType], name: str | None = None, **task_options: Any
+) -> Callable[[Callable[..., Any]], Any]:
+    """Register ``func(run: RunContext, **kwargs)`` as task ``<type>.<name>`` of the type."""
+
+    def decorator(func: Callable[..., Any]) -> Any:
+        task_name = name or func.__name__
+        full_name = f"{integration_type.name}.{task_name}"
+
+        @app.task(name=full_name, pass_context=True, retry=RetryLaterStrategy(), **task_options)
+        @functools.wraps(func)
+        def job(
+            context: JobContext,
+            *,
+            integration_id: int,
+            task_id: int | None = None,
+            run_id: int | None = None,
+            scheduled_for: str | None = None,
+            kwargs: dict[str, Any] | None = None,
+        ) -> Any:
+            integration = Integration.objects.select_related("tenant").get(pk=integration_id)
+            run = RunContext(
+                integration=integration,
+                tenant=integration.tenant,
+                task_id=task_id,
+                scheduled_for=dt.datetime.fromisoformat(scheduled_for) if scheduled_for else None,
+                job_id=context.job.id,
+                attempt=context.job.attempts + 1,
+            )
+            return func(run, **(kwargs or {}))
+
+        integration_type.tasks[task_name] = TaskSpec(full_name, func)
+        return job
+
+    return decorator

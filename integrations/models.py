@@ -1,0 +1,91 @@
+"""An Integration connects a tenant to an integration type (``github``, ...)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from django.core.exceptions import ValidationError
+from django.db import models, transaction
+
+from integrations.base import registry
+from tenants.models import Tenant
+
+if TYPE_CHECKING:
+    from scheduler.models import Task
+
+
+class Integration(models.Model):
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="integrations")
+    name = models.CharField(
+        max_length=64, help_text="Integration type, e.g. github (one per tenant and type)."
+    )
+    config = models.JSONField(
+        default=dict, blank=True, help_text="Settings of this integration type (a JSON object)."
+    )
+    enabled = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["tenant", "name"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant", "name"], name="unique_integration_per_tenant"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.tenant_id and self.tenant})"
+
+    @property
+    def type(self) -> type[registry.IntegrationType]:
+        return registry.get_type(self.name)
+
+    def clean(self) -> None:
+        try:
+            integration_type = registry.get_type(self.name)
+        except ValidationError as exc:
+            raise ValidationError({"name": exc}) from None
+        if not isinstance(self.config, dict):
+            raise ValidationError({"config": "The config must be a JSON object, e.g. {}."})
+        try:
+            integration_type.validate_config(self.config)
+        except ValidationError as exc:
+            raise ValidationError({"config": exc.messages}) from None
+
+    def add_task(self, name: str, cron: str, **options: Any) -> Task:
+        """Create a scheduled Task of this integration (saving the integration if new).
+
+        Everything is validated first; on a ValidationError nothing is saved, not even
+        a new integration.
+        """
+        # The Task model is reached through the reverse relation, not imported: the
+        # scheduler app depends on this one, never the other way round.
+        task_model = self._meta.get_field("tasks").related_model
+        allowed = {"timezone", "kwargs", "enabled"}
+        unknown = sorted(set(options) - allowed)
+        if unknown:
+            raise ValidationError(
+                f"Unknown option '{unknown[0]}' for add_task; accepted: "
+                f"{', '.join(sorted(allowed))}."
+            )
+        was_new = self.pk is None
+        try:
+            with transaction.atomic():
+                if was_new:
+                    self.full_clean()
+                    self.save()
+                task = task_model(
+                    integration=self, tenant_id=self.tenant_id, name=name, cron=cron, **options
+                )
+                task.full_clean()
+                task.save()
+        except ValidationError:
+            if was_new:
+                self.pk = None
+                self._state.adding = True
+            raise
+        return task
+
+
+registry.import_submodules("models")

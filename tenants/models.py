@@ -1,0 +1,149 @@
+"""Tenants own everything else: integrations, tasks, secrets, queues."""
+
+from __future__ import annotations
+
+import zoneinfo
+from functools import cache
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import models, transaction
+
+
+@cache
+def time_zone_names() -> frozenset[str]:
+    return frozenset(zoneinfo.available_timezones())
+
+
+def validate_time_zone(value: str) -> None:
+    if value not in time_zone_names():
+        raise ValidationError(
+            "'%(value)s' is not a known IANA time zone; use a name such as 'UTC', "
+            "'Europe/Berlin' or 'America/New_York'.",
+            code="invalid_time_zone",
+            params={"value": value},
+        )
+
+
+def default_time_zone() -> str:
+    return settings.TIME_ZONE
+
+
+class Tenant(models.Model):
+    name = models.CharField(max_length=200, unique=True)
+    email = models.EmailField()
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="owned_tenants"
+    )
+    members = models.ManyToManyField(
+        settings.AUTH_USER_MODEL, through="Membership", related_name="tenants"
+    )
+    timezone = models.CharField(
+        max_length=64,
+        default=default_time_zone,
+        validators=[validate_time_zone],
+        help_text="IANA time zone in which this tenant's cron expressions are read.",
+    )
+    is_active = models.BooleanField(
+        default=True, help_text="Inactive tenants get no scheduled runs."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def queue_name(self) -> str:
+        """The procrastinate queue of this tenant's jobs: its id, as the seed says."""
+        return str(self.pk)
+
+    @classmethod
+    def create(cls, user: Any, name: str, email: str, **fields: Any) -> Tenant:
+        """Create a tenant owned by ``user`` (an owner member); all or nothing, validated first."""
+        tenant = cls(name=name, email=email, owner=user, **fields)
+        tenant.full_clean()
+        with transaction.atomic():
+            tenant.save()
+            Membership.objects.create(tenant=tenant, user=user, role=Membership.Role.OWNER)
+        return tenant
+
+
+class Membership(models.Model):
+    class Role(models.TextChoices):
+        OWNER = "owner", "Owner"
+        ADMIN = "admin", "Admin"
+        VIEWER = "viewer", "Viewer"
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
+    )
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.VIEWER)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "user"], name="unique_membership"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} is {self.role} of {self.tenant}"
+
+
+class Locker(models.Model):
+    """A tenant's secrets (API tokens), read by integration code at run time only.
+
+    The value never appears in ``str()``/``repr()``, logs or job arguments.
+    """
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="lockers")
+    key = models.SlugField(
+        max_length=100, help_text="Name the integration looks the secret up by, e.g. github_token."
+    )
+    value = models.TextField()
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["tenant", "key"]
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "key"], name="unique_locker_key"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.key} (tenant {self.tenant_id})"
+
+    def __repr__(self) -> str:
+        return f"<Locker {self.key!r} tenant={self.tenant_id}>"
+
+    @classmethod
+    def add(cls, key: str, value: str, tenant_id: int) -> Locker:
+        """Store ``value`` under ``key`` for the tenant, replacing any previous value."""
+        if not isinstance(value, str) or value == "":
+            raise ValidationError({"value": "A Locker value must be a non-empty string."})
+        if not Tenant.objects.filter(pk=tenant_id).exists():
+            raise ValidationError({"tenant": f"There is no tenant with id {tenant_id}."})
+        locker = cls.objects.filter(tenant_id=tenant_id, key=key).first() or cls(
+            tenant_id=tenant_id, key=key
+        )
+        locker.value = value
+        locker.full_clean(validate_unique=False)
+        locker.save()
+        return locker
+
+    @classmethod
+    def get(cls, key: str, tenant_id: int, default: str | None = None) -> str | None:
+        """The value stored under ``key`` for the tenant, or ``default``."""
+        value = cls.objects.filter(tenant_id=tenant_id, key=key).values_list("value", flat=True)
+        return next(iter(value), default)
+
+    @classmethod
+    def remove(cls, key: str, tenant_id: int) -> bool:
+        """Delete the secret; True if there was one."""
+        deleted, _ = cls.objects.filter(tenant_id=tenant_id, key=key).delete()
+        return bool(deleted)
