@@ -59,15 +59,17 @@ def find_bin_dir() -> Path:
     on_path = shutil.which("pg_ctl")
     if on_path:
         candidates.append(Path(os.path.realpath(on_path)).parent)
-    try:
-        import pgserver  # type: ignore[import-not-found]
-
-        candidates.append(Path(pgserver.__file__).parent / "pginstall" / "bin")
-    except ImportError:
-        pass
     for candidate in candidates:
         if (candidate / "initdb").is_file() and (candidate / "pg_ctl").is_file():
             return candidate
+    try:  # last resort, imported only when needed (it is slow and chatty to import)
+        import pgserver  # type: ignore[import-not-found]
+
+        bundled = Path(pgserver.__file__).parent / "pginstall" / "bin"
+        if (bundled / "initdb").is_file():
+            return bundled
+    except ImportError:
+        pass
     raise LocalDBError(
         "no PostgreSQL server binaries found (looked in PG_BIN, /usr/lib/postgresql/*/bin, "
         "PATH and the pgserver package). Install them (Debian: apt-get install postgresql), "
