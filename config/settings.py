@@ -150,5 +150,7 @@ LOGGING = {
 PROCRASTINATE_AUTODISCOVER_MODULE_NAME = "tasks"
 # The scheduler job's period in seconds; see scheduler/tasks.py.
 SCHEDULER_PERIOD: int = env.int("SCHEDULER_PERIOD", default=60)
+# How long the record of each scheduler tick is kept (admin and health checks read it).
+SCHEDULER_TICK_RETENTION_DAYS: int = env.int("SCHEDULER_TICK_RETENTION_DAYS", default=7)
 # Installs the middleware that keeps TaskRun rows in step with their jobs.
 PROCRASTINATE_ON_APP_READY = "scheduler.hooks.on_app_ready"

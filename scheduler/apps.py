@@ -4,3 +4,6 @@ from django.apps import AppConfig
 class SchedulerConfig(AppConfig):
     name = "scheduler"
     verbose_name = "Scheduler"
+
+    def ready(self) -> None:
+        from scheduler import signals  # noqa: F401 - connects the receivers

@@ -18,8 +18,9 @@ from croniter import CroniterBadDateError, CroniterError, croniter
 from django.core.exceptions import ValidationError
 
 UTC = dt.UTC
-#: Enough candidates to step over any DST oddity; a valid expression fires long before.
-_MAX_CANDIDATES = 1000
+#: Enough candidates to step over any DST oddity (a per-second cron skips up to 3,600 in
+#: a repeated hour); a valid expression fires long before.
+_MAX_CANDIDATES = 10_000
 
 
 def validate_cron(expression: str) -> None:
@@ -89,10 +90,9 @@ def next_fire(expression: str, after: dt.datetime, zone_name: str) -> dt.datetim
     Cached: in one scheduler tick many Tasks share an expression, a zone and a tick.
     """
     zone = get_zone(zone_name)
-    wall_after = after.astimezone(zone).replace(tzinfo=None)
-    # Start one hour early so that, inside a repeated hour, candidates whose first
-    # occurrence is already past are seen and skipped rather than missed.
-    candidates = croniter(expression, wall_after - dt.timedelta(hours=1))
+    # Candidates after ``after``'s wall time cover every later instant. Inside a repeated
+    # hour, those whose first occurrence has already passed are skipped by the loop.
+    candidates = croniter(expression, after.astimezone(zone).replace(tzinfo=None))
     for _ in range(_MAX_CANDIDATES):
         instant = _resolve(candidates.get_next(dt.datetime), zone)
         if instant > after:
@@ -101,6 +101,39 @@ def next_fire(expression: str, after: dt.datetime, zone_name: str) -> dt.datetim
         "'%(cron)s' does not fire after %(after)s.",
         params={"cron": expression, "after": after.isoformat()},
     )
+
+
+@lru_cache(maxsize=65536)
+def prev_fire(expression: str, at: dt.datetime, zone_name: str) -> dt.datetime:
+    """The latest instant at or before ``at`` at which ``expression`` fires (UTC)."""
+    zone = get_zone(zone_name)
+    local = at.astimezone(zone)
+    # In the second pass of a repeated hour, fires whose wall time is later than ``at``'s
+    # happened (first occurrence) before ``at``: start as late as the clock went back.
+    shift = local.replace(fold=0).utcoffset() - local.utcoffset() if local.fold else dt.timedelta(0)
+    candidates = croniter(expression, local.replace(tzinfo=None) + shift + dt.timedelta(seconds=1))
+    for _ in range(_MAX_CANDIDATES):
+        instant = _resolve(candidates.get_prev(dt.datetime), zone)
+        if instant <= at:
+            return instant
+    raise ValidationError(  # pragma: no cover - validate_cron rejects such expressions
+        "'%(cron)s' does not fire before %(at)s.",
+        params={"cron": expression, "at": at.isoformat()},
+    )
+
+
+def fires_between(
+    expression: str, start: dt.datetime, end: dt.datetime, zone_name: str, limit: int
+) -> tuple[list[dt.datetime], bool]:
+    """Fire instants in [start, end], at most ``limit``; the flag says whether more exist."""
+    fires: list[dt.datetime] = []
+    instant = next_fire(expression, start - dt.timedelta(microseconds=1), zone_name)
+    while instant <= end:
+        if len(fires) == limit:
+            return fires, True
+        fires.append(instant)
+        instant = next_fire(expression, instant, zone_name)
+    return fires, False
 
 
 def next_fires(

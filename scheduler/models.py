@@ -1,24 +1,38 @@
-"""Scheduled Tasks and the record of every run the scheduler deferred for them."""
+"""Scheduled Tasks, the record of every run deferred for them, and the scheduler's ticks."""
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
 from typing import Any
 
 from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils import timezone
 
 from integrations.models import Integration
 from scheduler.cron import next_fire, validate_cron
-from tenants.models import Tenant, validate_time_zone
+from tenants.models import Pausable, Tenant, validate_time_zone
 
-Clock = Callable[[], dt.datetime]
+#: Fields only the scheduler writes; a plain save() leaves them alone so that an edit
+#: made with a stale instance never rewinds the schedule (which could replay a tick).
+SCHEDULER_FIELDS = frozenset(
+    {"next_run_at", "last_run_at", "missed_count", "skipped_count", "last_skipped_at"}
+)
 
 
-class Task(models.Model):
+class Task(Pausable):
     """A cron schedule for one task of an integration (the seed's ``add_task``)."""
+
+    class Catchup(models.TextChoices):
+        SKIP = "skip", "Skip missed ticks"
+        LATEST = "latest", "Run once for the latest missed tick"
+        ALL = "all", "Run every missed tick (within the window)"
+
+    class Overlap(models.TextChoices):
+        SKIP = "skip", "Skip while a run is queued or running"
+        BUFFER_ONE = "buffer_one", "Queue at most one behind the running one"
+        ALLOW = "allow", "Always start a new run"
 
     integration = models.ForeignKey(Integration, on_delete=models.CASCADE, related_name="tasks")
     tenant = models.ForeignKey(
@@ -44,15 +58,56 @@ class Task(models.Model):
         default=dict, blank=True, help_text="Keyword arguments for the task (a JSON object)."
     )
     enabled = models.BooleanField(default=True)
+
+    catchup = models.CharField(
+        max_length=16,
+        choices=Catchup.choices,
+        default=Catchup.LATEST,
+        help_text="What to do with ticks missed while the scheduler was down.",
+    )
+    catchup_window = models.DurationField(
+        default=dt.timedelta(hours=24),
+        help_text="With catch-up 'all': only missed ticks this recent are run.",
+    )
+    catchup_max = models.PositiveIntegerField(
+        default=100,
+        validators=[MinValueValidator(1), MaxValueValidator(10_000)],
+        help_text="With catch-up 'all': at most this many missed ticks are run (the latest).",
+    )
+    overlap = models.CharField(
+        max_length=16,
+        choices=Overlap.choices,
+        default=Overlap.SKIP,
+        help_text="What to do when a tick comes while a previous run is queued or running.",
+    )
+    max_attempts = models.PositiveSmallIntegerField(
+        default=1,
+        validators=[MinValueValidator(1), MaxValueValidator(100)],
+        help_text="Attempts per run, the first included (1 = no retry).",
+    )
+    retry_backoff = models.DurationField(
+        default=dt.timedelta(seconds=60),
+        help_text="Wait before the first retry; doubled for each further retry.",
+    )
+
     next_run_at = models.DateTimeField(null=True, blank=True, editable=False)
-    last_run_at = models.DateTimeField(null=True, blank=True, editable=False)
+    last_run_at = models.DateTimeField(
+        null=True, blank=True, editable=False, help_text="Intended time of the latest run."
+    )
+    missed_count = models.PositiveIntegerField(
+        default=0, editable=False, help_text="Ticks missed and not run (catch-up policy)."
+    )
+    skipped_count = models.PositiveIntegerField(
+        default=0, editable=False, help_text="Ticks skipped by the overlap policy."
+    )
+    last_skipped_at = models.DateTimeField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         ordering = ["tenant", "integration", "name", "id"]
         indexes = [
-            # The scheduler tick's only query: enabled tasks due now.
+            # The scheduler tick's main query: enabled tasks due now.
             models.Index(
                 fields=["next_run_at"],
                 condition=models.Q(enabled=True),
@@ -71,12 +126,17 @@ class Task(models.Model):
             self.tenant_id = integration.tenant_id
         if self.tenant_id != integration.tenant_id:
             raise ValidationError({"tenant": "A task always belongs to its integration's tenant."})
-        if getattr(self, "_saved_schedule", None) != self._schedule_key() or (
-            self.enabled and self.next_run_at is None
-        ):
+        update_fields = kwargs.get("update_fields")
+        if self._schedule_changed():
             self.schedule_next(now or timezone.now())
-            if kwargs.get("update_fields") is not None:
-                kwargs["update_fields"] = {*kwargs["update_fields"], "next_run_at"}
+            if update_fields is not None:
+                kwargs["update_fields"] = {*update_fields, "next_run_at"}
+        elif self.pk is not None and not self._state.adding and update_fields is None:
+            kwargs["update_fields"] = [
+                f.attname
+                for f in self._meta.concrete_fields
+                if not f.primary_key and f.name not in SCHEDULER_FIELDS
+            ]
         super().save(*args, **kwargs)
         self._saved_schedule = self._schedule_key()
 
@@ -88,6 +148,11 @@ class Task(models.Model):
 
     def _schedule_key(self) -> tuple[Any, ...]:
         return (self.cron, self.timezone, self.enabled, self.tenant_id)
+
+    def _schedule_changed(self) -> bool:
+        return getattr(self, "_saved_schedule", None) != self._schedule_key() or (
+            self.enabled and self.next_run_at is None
+        )
 
     @property
     def effective_timezone(self) -> str:
@@ -120,6 +185,14 @@ class Task(models.Model):
                 spec.validate_kwargs(self.kwargs)
             except ValidationError as exc:
                 errors.setdefault("kwargs", []).extend(exc.messages)
+        if self.catchup_window is not None and self.catchup_window <= dt.timedelta(0):
+            errors.setdefault("catchup_window", []).append(
+                "The catch-up window must be a positive duration, e.g. 24:00:00."
+            )
+        if self.retry_backoff is not None and self.retry_backoff < dt.timedelta(0):
+            errors.setdefault("retry_backoff", []).append(
+                "The retry backoff cannot be negative; use 0 to retry at once."
+            )
         if errors:
             raise ValidationError(errors)
 
@@ -135,6 +208,13 @@ class Task(models.Model):
         )
         return self.next_run_at
 
+    def retry_policy(self) -> dict[str, Any]:
+        """What the job carries so procrastinate's retry follows this Task's policy."""
+        return {
+            "max_attempts": self.max_attempts,
+            "backoff_seconds": self.retry_backoff.total_seconds(),
+        }
+
 
 class TaskRun(models.Model):
     """One deferred execution of a Task; outlives the procrastinate job it mirrors."""
@@ -146,14 +226,20 @@ class TaskRun(models.Model):
         FAILED = "failed", "Failed"
         CANCELLED = "cancelled", "Cancelled"
 
+    ACTIVE = (Status.TODO, Status.DOING)
+
     task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="runs")
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="task_runs")
     scheduled_for = models.DateTimeField(help_text="The tick this run is for.")
+    manual = models.BooleanField(default=False, help_text="Started with 'run now'.")
     job_id = models.BigIntegerField(
         null=True, blank=True, db_index=True, help_text="procrastinate job id (may be purged)."
     )
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.TODO)
     attempts = models.PositiveIntegerField(default=0)
+    attempt_log = models.JSONField(
+        default=list, blank=True, help_text="One entry per attempt: start, end, outcome, error."
+    )
     enqueued_at = models.DateTimeField(default=timezone.now)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -166,7 +252,14 @@ class TaskRun(models.Model):
             # Exactly once per (task, tick), whatever the number of schedulers.
             models.UniqueConstraint(fields=["task", "scheduled_for"], name="unique_run_per_tick"),
         ]
-        indexes = [models.Index(fields=["tenant", "status"])]
+        indexes = [
+            models.Index(fields=["tenant", "status"]),
+            models.Index(
+                fields=["task"],
+                condition=models.Q(status__in=["todo", "doing"]),
+                name="taskrun_active_idx",
+            ),
+        ]
 
     def __str__(self) -> str:
         return (
@@ -178,3 +271,29 @@ class TaskRun(models.Model):
         if self.started_at and self.finished_at:
             return self.finished_at - self.started_at
         return None
+
+
+class SchedulerTick(models.Model):
+    """The scheduler's heartbeat: when each tick ran and what it did."""
+
+    tick_time = models.DateTimeField(help_text="The periodic time the tick was for.")
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField()
+    due = models.PositiveIntegerField(default=0)
+    deferred = models.PositiveIntegerField(default=0)
+    skipped = models.PositiveIntegerField(default=0, help_text="Skipped by overlap policies.")
+    missed = models.PositiveIntegerField(default=0, help_text="Missed ticks not run (catch-up).")
+    blocked = models.PositiveIntegerField(
+        default=0, help_text="Due but paused, or tenant/integration disabled."
+    )
+
+    class Meta:
+        ordering = ["-started_at"]
+        indexes = [models.Index(fields=["-started_at"], name="tick_recent_idx")]
+
+    def __str__(self) -> str:
+        return f"tick {self.tick_time:%Y-%m-%d %H:%M:%S}: {self.deferred} deferred"
+
+    @property
+    def duration(self) -> dt.timedelta:
+        return self.finished_at - self.started_at

@@ -1,11 +1,12 @@
-"""One scheduler tick: turn every due Task into a job on its tenant's queue.
+"""One scheduler tick: turn every due Task into jobs on its tenant's queue.
 
-The whole tick is one transaction on Django's connection: the TaskRun rows, the
-procrastinate job rows and the ``next_run_at`` updates commit together or not at all.
-That is why jobs are deferred through a JobManager on Django's connection rather than
-through the worker's own pool (which would commit separately). Due Tasks are locked
-with ``FOR UPDATE SKIP LOCKED``, so concurrent ticks never take the same Task, and the
-unique (task, scheduled_for) constraint on TaskRun makes a duplicate run impossible.
+The tick is one transaction on Django's connection: TaskRun rows, procrastinate job
+rows, ``next_run_at`` updates and the tick's own record commit together or not at all
+(jobs are inserted through a JobManager on Django's connection, not the worker's pool).
+Due Tasks are locked ``FOR UPDATE SKIP LOCKED``, so concurrent schedulers never take
+the same Task; a (task, scheduled_for) pair that already has a run is never deferred
+again, and a unique constraint backs that. The number of queries does not depend on
+the number of due Tasks.
 """
 
 from __future__ import annotations
@@ -14,14 +15,14 @@ import datetime as dt
 import logging
 from dataclasses import dataclass, field
 
+from django.conf import settings
 from django.db import transaction
-from procrastinate.contrib.django import django_connector
-from procrastinate.contrib.django.settings import settings as procrastinate_settings
-from procrastinate.jobs import Job
-from procrastinate.manager import JobManager
+from django.utils import timezone
 
+from scheduler import jobs
 from scheduler.cron import next_fire
-from scheduler.models import Task, TaskRun
+from scheduler.models import SchedulerTick, Task
+from scheduler.policies import plan_catchup, plan_overlap
 
 logger = logging.getLogger(__name__)
 
@@ -29,98 +30,138 @@ logger = logging.getLogger(__name__)
 @dataclass
 class TickResult:
     now: dt.datetime
+    due: int = 0
     deferred: list[int] = field(default_factory=list)  # TaskRun ids
-    skipped_unknown: list[int] = field(default_factory=list)  # Task ids
+    skipped: int = 0
+    missed: int = 0
+    blocked: int = 0
+    unknown: list[int] = field(default_factory=list)  # Task ids whose code is gone
 
     def as_dict(self) -> dict[str, object]:
         return {
             "now": self.now.isoformat(),
+            "due": self.due,
             "deferred": len(self.deferred),
-            "skipped_unknown": self.skipped_unknown,
+            "skipped": self.skipped,
+            "missed": self.missed,
+            "blocked": self.blocked,
+            "unknown": self.unknown,
         }
 
 
-def run_tick(now: dt.datetime) -> TickResult:
-    """Defer one job per Task due at ``now`` (the tick's time, not the clock's)."""
+def run_tick(now: dt.datetime, *, clock=timezone.now) -> TickResult:
+    """Defer the runs of every Task due at ``now`` (the tick's time, not the clock's)."""
+    started = clock()
     result = TickResult(now=now)
     with transaction.atomic():
         due = lock_due_tasks(now)
-        runnable = [task for task in due if task_spec(task, result) is not None]
-        runs = create_runs(runnable)
-        defer_jobs(runs)
-        advance_schedules(due, now)
+        runnable, advances = split_blocked(due, now, result)
+        planned = plan_runs(runnable, now, advances, result)
+        runs = jobs.defer_runs(planned)
+        jobs.advance_tasks(list(advances.values()), now)
+        record_tick(result, due, runs, started, clock())
     result.deferred = [run.pk for run in runs]
     if due:
-        logger.info("tick %s: deferred %d run(s)", now.isoformat(), len(runs))
+        logger.info("tick %s: %s", now.isoformat(), result.as_dict())
     return result
 
 
 def lock_due_tasks(now: dt.datetime) -> list[Task]:
     return list(
         Task.objects.select_for_update(of=("self",), skip_locked=True)
-        .filter(
-            enabled=True,
-            next_run_at__lte=now,
-            integration__enabled=True,
-            tenant__is_active=True,
-        )
+        .filter(enabled=True, next_run_at__lte=now)
         .select_related("integration", "tenant")
         .order_by("next_run_at", "id")
     )
 
 
-def task_spec(task: Task, result: TickResult):
-    """The integration task to run, or None (logged) when its code no longer exists."""
+def split_blocked(
+    due: list[Task], now: dt.datetime, result: TickResult
+) -> tuple[list[Task], dict[int, jobs.Advance]]:
+    """Every due Task moves on to its next tick; blocked ones (paused, tenant inactive,
+    integration disabled, code gone) do nothing else, and their ticks are not misses."""
+    advances = {
+        task.pk: jobs.Advance(task.pk, next_fire(task.cron, now, task.effective_timezone))
+        for task in due
+    }
+    runnable = []
+    for task in due:
+        if (
+            task.is_paused(now)
+            or task.tenant.is_paused(now)
+            or not (task.tenant.is_active and task.integration.enabled)
+        ):
+            result.blocked += 1
+        elif not _code_exists(task):
+            result.unknown.append(task.pk)
+        else:
+            runnable.append(task)
+    return runnable, advances
+
+
+def _code_exists(task: Task) -> bool:
     try:
-        return task.integration.type.get_task(task.name)
-    except Exception as exc:  # ValidationError: type or task removed from the code
-        logger.warning(
-            "task %s skipped: %s", task.pk, "; ".join(getattr(exc, "messages", [str(exc)]))
+        task.integration.type.get_task(task.name)
+    except Exception as exc:  # ValidationError: the type or task was removed from the code
+        logger.warning("task %s not run: %s", task.pk, exc)
+        return False
+    return True
+
+
+def plan_runs(
+    tasks: list[Task], now: dt.datetime, advances: dict[int, jobs.Advance], result: TickResult
+) -> list[jobs.RunToDefer]:
+    """Apply each Task's catch-up and overlap policies; never plan a tick twice."""
+    grace = dt.timedelta(seconds=settings.SCHEDULER_PERIOD)
+    plans = {
+        task.pk: plan_catchup(
+            cron=task.cron,
+            zone=task.effective_timezone,
+            next_run_at=task.next_run_at,
+            now=now,
+            policy=task.catchup,
+            window=task.catchup_window,
+            max_runs=task.catchup_max,
+            grace=grace,
         )
-        result.skipped_unknown.append(task.pk)
-        return None
-
-
-def create_runs(tasks: list[Task]) -> list[TaskRun]:
-    runs = [
-        TaskRun(task=task, tenant_id=task.tenant_id, scheduled_for=task.next_run_at)
         for task in tasks
+    }
+    done = jobs.existing_ticks((pk, when) for pk, plan in plans.items() for when in plan.fires)
+    watched = [
+        task.pk for task in tasks if task.overlap != Task.Overlap.ALLOW and plans[task.pk].fires
     ]
-    return TaskRun.objects.bulk_create(runs)
-
-
-def defer_jobs(runs: list[TaskRun]) -> None:
-    """Insert the jobs on Django's connection (same transaction) and link them to runs."""
-    if not runs:
-        return
-    jobs = [
-        Job(
-            id=None,
-            queue=run.task.tenant.queue_name,
-            lock=None,
-            queueing_lock=None,
-            task_name=run.task.integration.type.get_task(run.task.name).procrastinate_name,
-            task_kwargs={
-                "task_id": run.task_id,
-                "run_id": run.pk,
-                "scheduled_for": run.scheduled_for.isoformat(),
-                "integration_id": run.task.integration_id,
-                "kwargs": run.task.kwargs,
-            },
-        )
-        for run in runs
-    ]
-    manager = JobManager(
-        django_connector.DjangoConnector(alias=procrastinate_settings.DATABASE_ALIAS)
-    )
-    deferred = manager.batch_defer_jobs(jobs)
-    for run, job in zip(runs, deferred, strict=True):
-        run.job_id = job.id
-    TaskRun.objects.bulk_update(runs, ["job_id"])
-
-
-def advance_schedules(tasks: list[Task], now: dt.datetime) -> None:
+    active = jobs.active_runs(watched) if watched else jobs.ActiveRuns({}, {})
+    planned = []
     for task in tasks:
-        task.last_run_at = task.next_run_at
-        task.next_run_at = next_fire(task.cron, now, task.effective_timezone)
-    Task.objects.bulk_update(tasks, ["last_run_at", "next_run_at"])
+        plan = plans[task.pk]
+        fires = [when for when in plan.fires if (task.pk, when) not in done]
+        fires, skipped = plan_overlap(
+            fires,
+            policy=task.overlap,
+            queued=active.queued.get(task.pk, 0),
+            running=active.running.get(task.pk, 0),
+        )
+        advance = advances[task.pk]
+        advance.missed, advance.skipped = plan.missed, skipped
+        advance.last_run_at = fires[-1] if fires else None
+        result.missed += plan.missed
+        result.skipped += skipped
+        planned += [jobs.RunToDefer(task, when) for when in fires]
+    result.due = len(advances)
+    return planned
+
+
+def record_tick(result, due, runs, started: dt.datetime, finished: dt.datetime) -> None:
+    """The heartbeat health checks and admin read; old ones are pruned as we go."""
+    retention = dt.timedelta(days=settings.SCHEDULER_TICK_RETENTION_DAYS)
+    SchedulerTick.objects.filter(started_at__lt=started - retention).delete()
+    SchedulerTick.objects.create(
+        tick_time=result.now,
+        started_at=started,
+        finished_at=finished,
+        due=len(due),
+        deferred=len(runs),
+        skipped=result.skipped,
+        missed=result.missed,
+        blocked=result.blocked,
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import zoneinfo
 from functools import cache
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models, transaction
+from django.utils import timezone
 
 
 @cache
@@ -30,7 +32,41 @@ def default_time_zone() -> str:
     return settings.TIME_ZONE
 
 
-class Tenant(models.Model):
+class Pausable(models.Model):
+    """A pause with a note and an optional end: no scheduled runs while paused.
+
+    Ticks that fall inside a pause are neither run nor counted as missed.
+    """
+
+    paused_at = models.DateTimeField(null=True, blank=True)
+    pause_note = models.CharField(max_length=500, blank=True)
+    paused_until = models.DateTimeField(
+        null=True, blank=True, help_text="The pause ends by itself at this time (optional)."
+    )
+
+    class Meta:
+        abstract = True
+
+    def is_paused(self, now: dt.datetime | None = None) -> bool:
+        if self.paused_at is None:
+            return False
+        return self.paused_until is None or self.paused_until > (now or timezone.now())
+
+    def pause(
+        self, note: str = "", until: dt.datetime | None = None, now: dt.datetime | None = None
+    ) -> None:
+        now = now or timezone.now()
+        if until is not None and until <= now:
+            raise ValidationError({"paused_until": "The end of a pause must be in the future."})
+        self.paused_at, self.pause_note, self.paused_until = now, note, until
+        self.save(update_fields=["paused_at", "pause_note", "paused_until", "updated_at"])
+
+    def resume(self) -> None:
+        self.paused_at, self.pause_note, self.paused_until = None, "", None
+        self.save(update_fields=["paused_at", "pause_note", "paused_until", "updated_at"])
+
+
+class Tenant(Pausable):
     name = models.CharField(max_length=200, unique=True)
     email = models.EmailField()
     owner = models.ForeignKey(

@@ -76,3 +76,52 @@ def other_tenant(user):
     from tenants.models import Tenant
 
     return Tenant.create(user, "globex", "ops@globex.example")
+
+
+# A test-only integration type: its task fails as often as asked, then succeeds.
+from integrations.base.registry import IntegrationType, register  # noqa: E402
+from integrations.base.tasks import RunContext, integration_task  # noqa: E402
+
+PROBE_CALLS: list[dict] = []
+
+
+@register
+class Probe(IntegrationType):
+    name = "probe"
+
+
+@integration_task(Probe)
+def flaky(run: RunContext, fail_first: int = 0) -> dict:
+    PROBE_CALLS.append({"task_id": run.task_id, "attempt": run.attempt})
+    if run.attempt <= fail_first:
+        raise RuntimeError(f"probe failure on attempt {run.attempt}")
+    return {"attempt": run.attempt}
+
+
+@pytest.fixture
+def probe_task(tenant):
+    """Make Tasks of the probe integration: ``probe_task(cron, now=..., **options)``."""
+    from integrations.models import Integration
+    from scheduler.models import Task
+
+    integration, _ = Integration.objects.get_or_create(name="probe", tenant=tenant)
+
+    def make(cron: str = "* * * * *", now=None, tenant_=None, **options) -> Task:
+        target = integration
+        if tenant_ is not None:
+            target, _ = Integration.objects.get_or_create(name="probe", tenant=tenant_)
+        task = Task(integration=target, name="flaky", cron=cron, **options)
+        task.full_clean()
+        task.save(now=now)
+        return task
+
+    return make
+
+
+@pytest.fixture
+def test_database_url(transactional_db) -> str:
+    """The URL of pytest-django's test database, for subprocesses (shell, workers)."""
+    from django.db import connection
+
+    s = connection.settings_dict
+    return f"postgres://{s['USER']}:{s['PASSWORD']}@{s['HOST']}:{s['PORT']}/{s['NAME']}"

@@ -27,6 +27,12 @@ def task_form(integration: Integration, **overrides) -> dict:
         "timezone": "",
         "kwargs": "{}",
         "enabled": "on",
+        "catchup": "latest",
+        "catchup_window": "1 00:00:00",
+        "catchup_max": "100",
+        "overlap": "skip",
+        "max_attempts": "1",
+        "retry_backoff": "00:01:00",
     }
     data.update(overrides)
     return data

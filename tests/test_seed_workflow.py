@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from django.db import connection
 from procrastinate.contrib.django.models import ProcrastinateJob
 
 from integrations.github.models import GithubUser
@@ -175,7 +174,7 @@ def test_missing_token_or_org_fails_with_a_clear_message(
     assert "ghp-test-token" not in run.error
 
 
-def test_seed_shell_snippet_runs_as_written(transactional_db, django_user_model, github):
+def test_seed_shell_snippet_runs_as_written(test_database_url, django_user_model, github):
     """The seed's "Add task" and "View tasks" lines, typed into `manage.py shell`."""
     django_user_model.objects.create_user(pk=1, username="admin", email="admin@example.com")
     snippet = "\n".join(
@@ -192,12 +191,7 @@ def test_seed_shell_snippet_runs_as_written(transactional_db, django_user_model,
             "print('tenant-id', tenant.id, tenant.queue_name)",
         ]
     )
-    settings = connection.settings_dict
-    url = (
-        f"postgres://{settings['USER']}:{settings['PASSWORD']}@{settings['HOST']}:"
-        f"{settings['PORT']}/{settings['NAME']}"
-    )
-    env = {**os.environ, "DATABASE_URL": url}
+    env = {**os.environ, "DATABASE_URL": test_database_url}
     result = subprocess.run(
         [sys.executable, "manage.py", "shell"],
         input=snippet,

@@ -42,10 +42,14 @@ def test_tick_defers_only_due_enabled_tasks_and_advances_them(clean_jobs, tenant
     due.refresh_from_db()
     assert due.next_run_at == T0 + dt.timedelta(minutes=5)
     assert due.last_run_at == T0
-    for untouched in (later, disabled, inactive_tenant):
+    for untouched in (later, disabled):
         before = untouched.next_run_at
         untouched.refresh_from_db()
         assert untouched.next_run_at == before
+    # A blocked task moves on without a run, and its tick is not a miss.
+    inactive_tenant.refresh_from_db()
+    assert inactive_tenant.next_run_at == T0 + dt.timedelta(minutes=1)
+    assert inactive_tenant.missed_count == 0
     assert ProcrastinateJob.objects.get().queue_name == tenant.queue_name
 
     # The same tick again finds nothing due: no second run.
@@ -62,13 +66,13 @@ def test_disabled_integration_gets_no_runs(clean_jobs, tenant):
 
 @pytest.mark.django_db(transaction=True)
 def test_tick_is_one_transaction(clean_jobs, tenant, monkeypatch):
-    """A failure after the jobs are inserted leaves no run, no job, no schedule change."""
+    """A failure after the jobs and runs are inserted leaves no run, no job, no change."""
     task = github_task(tenant, now=T0 - dt.timedelta(minutes=1))
 
     def explode(tasks, now):
         raise RuntimeError("crash between writes")
 
-    monkeypatch.setattr(tick_module, "advance_schedules", explode)
+    monkeypatch.setattr(tick_module.jobs, "advance_tasks", explode)
     with pytest.raises(RuntimeError):
         run_tick(T0)
 

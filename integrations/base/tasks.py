@@ -1,10 +1,11 @@
 """How an integration type declares its procrastinate tasks.
 
-The scheduler defers a job per due Task with these arguments: ``task_id``, ``run_id``,
-``scheduled_for`` (ISO 8601, the intended tick), ``integration_id`` and ``kwargs`` (the
-Task's kwargs). :func:`integration_task` turns them into a :class:`RunContext` and calls
-the integration's function with it. Integration code never sees the scheduler's models;
-the scheduler records runs around it (see ``scheduler/middleware.py``).
+The scheduler defers a job per due Task with these arguments: ``task_id``,
+``scheduled_for`` (ISO 8601, the intended tick), ``integration_id``, ``kwargs`` (the
+Task's kwargs) and ``retry`` (the Task's retry policy). :func:`integration_task` turns
+them into a :class:`RunContext` and calls the integration's function with it.
+Integration code never sees the scheduler's models; the scheduler records runs around
+it (see ``scheduler/middleware.py``).
 """
 
 from __future__ import annotations
@@ -40,13 +41,24 @@ class RetryLater(Exception):
         self.retry_at = retry_at
 
 
-class RetryLaterStrategy(BaseRetryStrategy):
-    """Retries a job at the time a :class:`RetryLater` names; any other error fails it."""
+class TaskRetryStrategy(BaseRetryStrategy):
+    """Retries as the job's ``retry`` argument says (the Task's policy), and at the time
+    a :class:`RetryLater` names. An :class:`IntegrationError` (bad config, missing
+    secret) is not retried: waiting will not fix it."""
 
     def get_retry_decision(self, *, exception: BaseException, job: Job) -> RetryDecision | None:
-        if isinstance(exception, RetryLater) and job.attempts < MAX_RETRY_LATER:
-            return RetryDecision(retry_at=exception.retry_at)
-        return None
+        if isinstance(exception, RetryLater):
+            if job.attempts < MAX_RETRY_LATER:
+                return RetryDecision(retry_at=exception.retry_at)
+            return None
+        if isinstance(exception, IntegrationError):
+            return None
+        policy = job.task_kwargs.get("retry") or {}
+        max_attempts = int(policy.get("max_attempts", 1))
+        if job.attempts + 1 >= max_attempts:
+            return None
+        backoff = float(policy.get("backoff_seconds", 60)) * (2**job.attempts)
+        return RetryDecision(retry_in={"seconds": backoff})
 
 
 @dataclass(frozen=True)
@@ -84,16 +96,16 @@ def integration_task(
         task_name = name or func.__name__
         full_name = f"{integration_type.name}.{task_name}"
 
-        @app.task(name=full_name, pass_context=True, retry=RetryLaterStrategy(), **task_options)
+        @app.task(name=full_name, pass_context=True, retry=TaskRetryStrategy(), **task_options)
         @functools.wraps(func)
         def job(
             context: JobContext,
             *,
             integration_id: int,
             task_id: int | None = None,
-            run_id: int | None = None,
             scheduled_for: str | None = None,
             kwargs: dict[str, Any] | None = None,
+            retry: dict[str, Any] | None = None,
         ) -> Any:
             integration = Integration.objects.select_related("tenant").get(pk=integration_id)
             run = RunContext(
