@@ -62,7 +62,9 @@ class Integration(models.Model):
         # The Task model is reached through the reverse relation, not imported: the
         # scheduler app depends on this one, never the other way round.
         task_model = self._meta.get_field("tasks").related_model
-        allowed = {"timezone", "kwargs", "enabled"}
+        allowed = {
+            f.name for f in task_model._meta.concrete_fields if f.editable and not f.primary_key
+        } - {"integration", "tenant", "name", "cron", "paused_at", "pause_note", "paused_until"}
         unknown = sorted(set(options) - allowed)
         if unknown:
             raise ValidationError(

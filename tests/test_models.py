@@ -144,3 +144,19 @@ def test_cron_is_read_in_the_tenant_time_zone(user):
     task = Task(integration=integration, name="get_users", cron="0 9 * * *")
     task.save(now=dt.datetime(2026, 7, 1, 0, 0, tzinfo=UTC))
     assert task.next_run_at == dt.datetime(2026, 7, 1, 7, 0, tzinfo=UTC)  # 09:00 CEST
+
+
+def test_add_task_accepts_policies(tenant):
+    integration = Integration.objects.create(name="github", tenant=tenant)
+    task = integration.add_task(
+        "get_users",
+        "*/5 * * * *",
+        catchup="all",
+        overlap="allow",
+        max_attempts=3,
+        retry_backoff=dt.timedelta(seconds=5),
+        timezone="Europe/Berlin",
+        kwargs={},
+    )
+    task.refresh_from_db()
+    assert (task.catchup, task.overlap, task.max_attempts) == ("all", "allow", 3)
