@@ -2,7 +2,7 @@
 # Metronome's single entry point: sets up .venv and the database, then runs what you ask.
 #   ./run.sh                    web server + scheduler worker + tenant worker (Ctrl-C stops all)
 #   AS_WORKER=yes ./run.sh      one worker only; WORKER_QUEUES=1,2 or =scheduler picks queues
-#   ./run.sh test [pytest args] the test suite
+#   ./run.sh test [pytest args] the test suite (then the browser tests, when no args are given)
 #   ./run.sh manage ARGS        python manage.py ARGS with the environment set
 #   ./run.sh worker             same as AS_WORKER=yes ./run.sh
 #   ./run.sh db-start | db-stop | db-status | db-url   the embedded PostgreSQL
@@ -115,9 +115,59 @@ run_worker() {
       || die "WORKER_QUEUES='$WORKER_QUEUES' is not a comma-separated list of queue names (e.g. WORKER_QUEUES=1,2 or WORKER_QUEUES=scheduler)" 2
     args+=(--queues="$WORKER_QUEUES")
   fi
+  [[ -n "${WORKER_NAME:-}" ]] && args+=(--name="$WORKER_NAME")
   echo "run.sh: worker on queues: ${WORKER_QUEUES:-all}" >&2
   export PYTHONUNBUFFERED=1
-  exec "$PY" "${args[@]}"
+  supervise "$PY" "${args[@]}"
+}
+
+# procrastinate's worker exits when it loses the database (its LISTEN connection fails);
+# restart it until we are asked to stop, so a PostgreSQL restart needs no manual step.
+supervise() {
+  local child="" stopping=no rc=0
+  trap 'stopping=yes; [[ -n "$child" ]] && kill -TERM "$child" 2>/dev/null' TERM INT
+  while true; do
+    "$@" &
+    child=$!
+    while kill -0 "$child" 2>/dev/null; do
+      rc=0
+      wait "$child" || rc=$?  # returns early (>128) when a trapped signal arrives
+    done
+    child=""
+    [[ "$stopping" == yes ]] && exit 0
+    echo "run.sh: worker exited (status $rc); restarting in 2 s" >&2
+    sleep 2 &
+    wait $! || true
+    [[ "$stopping" == yes ]] && exit 0
+  done
+}
+
+# Browser tests need Debian's Chromium; as root we install it, otherwise we say how.
+ensure_chromium() {
+  [[ -x "${CHROMIUM_PATH:-/usr/bin/chromium}" ]] && return 0
+  if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null; then
+    echo "run.sh: installing Chromium for the browser tests (apt-get install chromium)" >&2
+    { apt-get update -qq || true; } >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >&2 \
+      || die "apt-get install chromium failed; install it, or set CHROMIUM_PATH"
+  else
+    die "browser tests need Chromium: sudo apt-get install chromium (or set CHROMIUM_PATH)"
+  fi
+}
+
+# Without arguments: the suite, then the browser tests in their own pytest process
+# (Playwright's sync API leaves an event loop behind that breaks procrastinate's sync defer).
+run_tests() {
+  ensure_venv dev
+  ensure_db
+  if [[ $# -gt 0 ]]; then
+    exec "$PY" -m pytest "$@"
+  fi
+  local status=0
+  "$PY" -m pytest -m "not browser" --ignore=tests/browser || status=$?
+  ensure_chromium
+  "$PY" -m pytest tests/browser || status=$?
+  return "$status"
 }
 
 main() {
@@ -134,11 +184,7 @@ main() {
   case "$cmd" in
     run) run_all ;;
     worker) run_worker ;;
-    test)
-      ensure_venv dev
-      ensure_db
-      exec "$PY" -m pytest "$@"
-      ;;
+    test) run_tests "$@" ;;
     manage)
       ensure_venv runtime
       ensure_db

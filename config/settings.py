@@ -58,6 +58,7 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    "scheduler.audit.AuditUserMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
@@ -68,7 +69,7 @@ ASGI_APPLICATION = "config.asgi.application"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [BASE_DIR / "templates"],
+        "DIRS": [BASE_DIR / "config" / "templates"],
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [
@@ -130,11 +131,16 @@ LOG_LEVEL: str = env.str("LOG_LEVEL", default="INFO").upper()
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
+    "filters": {"job_context": {"()": "scheduler.logcontext.JobContextFilter"}},
     "formatters": {
-        "plain": {"format": "%(asctime)s %(levelname)-7s %(name)s: %(message)s"},
+        "plain": {"format": "%(asctime)s %(levelname)-7s %(name)s [%(job_context)s]: %(message)s"},
     },
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": "plain"},
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "plain",
+            "filters": ["job_context"],
+        },
     },
     "root": {"handlers": ["console"], "level": "WARNING"},
     "loggers": {
@@ -155,5 +161,25 @@ PROCRASTINATE_AUTODISCOVER_MODULE_NAME = "tasks"
 SCHEDULER_PERIOD: int = env.int("SCHEDULER_PERIOD", default=60)
 # How long the record of each scheduler tick is kept (admin and health checks read it).
 SCHEDULER_TICK_RETENTION_DAYS: int = env.int("SCHEDULER_TICK_RETENTION_DAYS", default=7)
+# A running job whose worker sent no heartbeat for this long is retried by the maintenance job.
+STALLED_JOB_SECONDS: int = env.int("STALLED_JOB_SECONDS", default=60)
+# Finished jobs (succeeded, failed, cancelled) are deleted after this many hours; TaskRun
+# rows keep their history.
+JOB_RETENTION_HOURS: int = env.int("JOB_RETENTION_HOURS", default=168)
 # Installs the middleware that keeps TaskRun rows in step with their jobs.
 PROCRASTINATE_ON_APP_READY = "scheduler.hooks.on_app_ready"
+
+# ---------------------------------------------------------------------------------------
+# Secrets at rest and monitoring (issue 6). See tenants/crypto.py and config/health.py.
+# ---------------------------------------------------------------------------------------
+# Fernet keys that encrypt Locker values: a comma list, the current key first, older keys
+# after it until `manage.py rotate_locker_keys` has re-encrypted everything. Generate one with
+# python -c "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())"
+LOCKER_KEYS: list[str] = env.list("LOCKER_KEYS", default=[])
+# Without LOCKER_KEYS, a key derived from SECRET_KEY is used, for local development only, and
+# only if DEBUG is on at start-up (decided here, once: pytest-django turns DEBUG off while
+# tests run). With DEBUG off and no LOCKER_KEYS, every use of the Locker fails with a message.
+LOCKER_DEVELOPMENT_KEY: bool = DEBUG and not LOCKER_KEYS
+# Bearer token required by /metrics (`Authorization: Bearer <token>`); /metrics is open
+# when it is empty. /healthz is always open and shows no tenant data.
+METRICS_TOKEN: str = env.str("METRICS_TOKEN", default="")

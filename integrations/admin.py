@@ -1,11 +1,17 @@
+"""Admin for integrations (with their tasks inline) and what integrations store."""
+
 from __future__ import annotations
+
+from typing import Any
 
 from django import forms
 from django.contrib import admin
+from django.http import HttpRequest
 
 from integrations.base import registry
 from integrations.github.models import GithubUser
 from integrations.models import Integration
+from tenants.access import TenantScopedAdmin, can_edit
 
 
 class IntegrationForm(forms.ModelForm):
@@ -16,18 +22,45 @@ class IntegrationForm(forms.ModelForm):
         fields = ["tenant", "name", "config", "enabled"]
 
 
+class TaskInline(admin.TabularInline):
+    # Reached through the relation: the scheduler app depends on this one, not back.
+    model = Integration._meta.get_field("tasks").related_model
+
+    fields = ["name", "cron", "enabled", "next_run_at"]
+    readonly_fields = ["name", "cron", "enabled", "next_run_at"]
+    extra = 0
+    show_change_link = True
+    can_delete = False
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # tasks are authored on their own page (choices, live preview)
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return True  # the integration page already checked the tenant
+
+
 @admin.register(Integration)
-class IntegrationAdmin(admin.ModelAdmin):
+class IntegrationAdmin(TenantScopedAdmin):
     form = IntegrationForm
     list_display = ["name", "tenant", "enabled", "created_at"]
-    list_filter = ["name", "enabled", "tenant"]
+    list_filter = ["name", "enabled", ("tenant", admin.RelatedOnlyFieldListFilter)]
     search_fields = ["name", "tenant__name"]
     list_select_related = ["tenant"]
+    inlines = [TaskInline]
 
 
 @admin.register(GithubUser)
-class GithubUserAdmin(admin.ModelAdmin):
+class GithubUserAdmin(TenantScopedAdmin):
     list_display = ["login", "external_id", "tenant", "site_admin", "last_seen_at"]
-    list_filter = ["tenant", "site_admin"]
+    list_filter = [("tenant", admin.RelatedOnlyFieldListFilter), "site_admin"]
     search_fields = ["login"]
     list_select_related = ["tenant"]
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # written by the sync, read here
+
+    def has_add_permission(self, request: HttpRequest, *args: Any) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return obj is not None and can_edit(request.user, obj.tenant_id)

@@ -1,45 +1,377 @@
+"""Admin for Tasks, their runs, procrastinate's jobs, ticks and the audit trail."""
+
 from __future__ import annotations
 
-from django.contrib import admin
+from typing import Any
 
-from scheduler.models import Task, TaskRun
+from django.contrib import admin
+from django.core.paginator import Paginator
+from django.db.models import OuterRef, QuerySet, Subquery
+from django.http import HttpRequest, JsonResponse
+from django.urls import path, reverse
+from django.utils.html import format_html
+from procrastinate.contrib.django.models import ProcrastinateJob
+
+from scheduler import admin_actions as actions
+from scheduler.admin_forms import TaskForm
+from scheduler.models import AuditEntry, SchedulerTick, Task, TaskRun
+from scheduler.preview import cron_preview
+from tenants.access import TenantScopedAdmin, can_view, tenant_roles, visible_queues
+from tenants.models import Tenant
+
+RUNS_PER_PAGE = 20
+
+
+def job_link(job_id: int | None) -> str:
+    if job_id is None:
+        return "—"
+    url = reverse("admin:procrastinate_procrastinatejob_change", args=[job_id])
+    return format_html('<a href="{}">job {}</a>', url, job_id)
+
+
+class LastRunStatusFilter(admin.SimpleListFilter):
+    title = "status of last run"
+    parameter_name = "last_status"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [*TaskRun.Status.choices, ("none", "Never ran")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        if self.value() == "none":
+            return queryset.filter(last_status__isnull=True)
+        if self.value():
+            return queryset.filter(last_status=self.value())
+        return queryset
+
+
+class PausedFilter(admin.SimpleListFilter):
+    title = "paused"
+    parameter_name = "paused"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("yes", "Paused"), ("no", "Not paused")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        if self.value() == "yes":
+            return queryset.filter(paused_at__isnull=False)
+        if self.value() == "no":
+            return queryset.filter(paused_at__isnull=True)
+        return queryset
 
 
 @admin.register(Task)
-class TaskAdmin(admin.ModelAdmin):
-    list_display = ["__str__", "tenant", "enabled", "next_run_at", "last_run_at"]
-    list_filter = ["enabled", "tenant", "integration__name"]
-    search_fields = ["name", "cron", "tenant__name"]
-    list_select_related = ["integration", "tenant"]
-    fields = [
-        "integration",
+class TaskAdmin(TenantScopedAdmin):
+    form = TaskForm
+    change_form_template = "admin/scheduler/task/change_form.html"
+    list_display = [
+        "__str__",
         "tenant",
-        "name",
-        "cron",
-        "timezone",
-        "kwargs",
         "enabled",
+        "paused_display",
+        "last_status_display",
+        "last_run_at",
+        "next_run_at",
+        "missed_count",
+        "skipped_count",
+    ]
+    list_filter = [
+        ("tenant", admin.RelatedOnlyFieldListFilter),
+        "integration__name",
+        "enabled",
+        PausedFilter,
+        LastRunStatusFilter,
+    ]
+    search_fields = ["name", "cron", "tenant__name", "integration__name"]
+    list_select_related = ["integration__tenant", "tenant"]
+    autocomplete_fields = ["integration"]
+    actions = [
+        actions.enable_tasks,
+        actions.disable_tasks,
+        actions.pause_tasks,
+        actions.resume_tasks,
+        actions.run_tasks_now,
+    ]
+    fieldsets = [
+        (
+            None,
+            {"fields": ["integration", "tenant", "name", "cron", "timezone", "kwargs", "enabled"]},
+        ),
+        (
+            "Policies",
+            {
+                "fields": [
+                    "catchup",
+                    "catchup_window",
+                    "catchup_max",
+                    "overlap",
+                    "max_attempts",
+                    "retry_backoff",
+                ]
+            },
+        ),
+        ("Pause", {"fields": ["paused_at", "pause_note", "paused_until"]}),
+        (
+            "Schedule",
+            {
+                "fields": [
+                    "next_run_at",
+                    "last_run_at",
+                    "missed_count",
+                    "skipped_count",
+                    "last_skipped_at",
+                ]
+            },
+        ),
+    ]
+    readonly_fields = [
         "next_run_at",
         "last_run_at",
+        "missed_count",
+        "skipped_count",
+        "last_skipped_at",
+        "paused_at",
     ]
-    readonly_fields = ["next_run_at", "last_run_at"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        latest = TaskRun.objects.filter(task=OuterRef("pk")).order_by("-scheduled_for", "-id")
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(last_status=Subquery(latest.values("status")[:1]))
+        )
+
+    @admin.display(description="paused", boolean=True)
+    def paused_display(self, obj: Task) -> bool:
+        return obj.paused_at is not None
+
+    @admin.display(description="last run", ordering="last_status")
+    def last_status_display(self, obj: Task) -> str:
+        return getattr(obj, "last_status", None) or "—"
+
+    def get_urls(self) -> list:
+        preview = self.admin_site.admin_view(self.cron_preview_view)
+        return [
+            path("cron-preview/", preview, name="scheduler_task_cron_preview"),
+            *super().get_urls(),
+        ]
+
+    def cron_preview_view(self, request: HttpRequest) -> JsonResponse:
+        """JSON for the change form's live preview; the zone defaults to the tenant's."""
+        zone = request.GET.get("timezone") or ""
+        if not zone:
+            from integrations.models import Integration
+
+            integration = (
+                Integration.objects.filter(pk=request.GET.get("integration") or None)
+                .select_related("tenant")
+                .first()
+            )
+            if integration is not None and can_view(request.user, integration.tenant_id):
+                zone = integration.tenant.timezone
+        return JsonResponse(cron_preview(request.GET.get("cron", ""), zone or "UTC"))
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict | None = None,
+    ):
+        extra_context = dict(extra_context or {})
+        task = self.get_object(request, object_id)
+        if task is not None:
+            runs = TaskRun.objects.filter(task=task).order_by("-scheduled_for", "-id")
+            page = Paginator(runs, RUNS_PER_PAGE).get_page(request.GET.get("runs_page"))
+            extra_context["runs_page"] = page
+            extra_context["preview"] = cron_preview(task.cron, task.effective_timezone)
+        return super().change_view(request, object_id, form_url, extra_context)
 
 
 @admin.register(TaskRun)
-class TaskRunAdmin(admin.ModelAdmin):
+class TaskRunAdmin(TenantScopedAdmin):
     list_display = [
         "task",
         "tenant",
         "scheduled_for",
+        "manual",
         "status",
         "attempts",
-        "job_id",
+        "job",
         "started_at",
         "finished_at",
+        "duration",
     ]
-    list_filter = ["status", "tenant"]
+    list_filter = ["status", "manual", ("tenant", admin.RelatedOnlyFieldListFilter)]
+    search_fields = ["task__name", "error"]
     list_select_related = ["task__integration", "tenant"]
-    readonly_fields = [f.name for f in TaskRun._meta.fields]
+    readonly_fields = [f.name for f in TaskRun._meta.fields] + ["job", "duration"]
+    date_hierarchy = "scheduled_for"
 
-    def has_add_permission(self, request) -> bool:
+    @admin.display(description="job")
+    def job(self, obj: TaskRun) -> str:
+        return job_link(obj.job_id)
+
+    def has_add_permission(self, request: HttpRequest, *args: Any) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class QueueFilter(admin.SimpleListFilter):
+    """Tenants by queue; lists only the queues the user may see."""
+
+    title = "tenant (queue)"
+    parameter_name = "queue"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        tenants = Tenant.objects.order_by("name")
+        ids = tenant_roles(request.user) if not request.user.is_superuser else None
+        if ids is not None:
+            tenants = tenants.filter(pk__in=list(ids))
+        choices = [(str(t.pk), f"{t.name} ({t.pk})") for t in tenants]
+        if request.user.is_superuser:
+            choices.append(("scheduler", "scheduler"))
+        return choices
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        return queryset.filter(queue_name=self.value()) if self.value() else queryset
+
+
+class TaskNameFilter(admin.SimpleListFilter):
+    title = "task"
+    parameter_name = "task_name"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        names = model_admin.get_queryset(request).values_list("task_name", flat=True)
+        return [(n, n) for n in sorted(set(names.distinct()))]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        return queryset.filter(task_name=self.value()) if self.value() else queryset
+
+
+if admin.site.is_registered(ProcrastinateJob):
+    admin.site.unregister(ProcrastinateJob)
+
+
+@admin.register(ProcrastinateJob)
+class JobAdmin(admin.ModelAdmin):
+    """procrastinate's jobs, scoped by queue (a tenant's queue is its id)."""
+
+    list_display = [
+        "id",
+        "task_name",
+        "queue_name",
+        "status",
+        "scheduled_at",
+        "attempts",
+        "task_link",
+    ]
+    list_filter = ["status", QueueFilter, TaskNameFilter]
+    search_fields = ["task_name", "queue_name"]
+    readonly_fields = [
+        "id",
+        "task_name",
+        "queue_name",
+        "status",
+        "scheduled_at",
+        "attempts",
+        "args",
+        "lock",
+        "queueing_lock",
+        "priority",
+        "task_link",
+    ]
+    fields = readonly_fields
+    actions = [actions.retry_jobs, actions.cancel_jobs, actions.abort_jobs]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        queryset = super().get_queryset(request)
+        queues = visible_queues(request.user)
+        return queryset if queues is None else queryset.filter(queue_name__in=queues)
+
+    @admin.display(description="task")
+    def task_link(self, obj: ProcrastinateJob) -> str:
+        task_id = (obj.args or {}).get("task_id") if isinstance(obj.args, dict) else None
+        if task_id is None:
+            return "—"
+        url = reverse("admin:scheduler_task_change", args=[task_id])
+        return format_html('<a href="{}">task {}</a>', url, task_id)
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return request.user.is_superuser or bool(tenant_roles(request.user))
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        if obj is None:
+            return self.has_module_permission(request)
+        queues = visible_queues(request.user)
+        return queues is None or obj.queue_name in queues
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return obj is None and self.has_module_permission(request)  # actions only
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    _get_obj_does_not_exist_redirect = TenantScopedAdmin._get_obj_does_not_exist_redirect
+
+
+@admin.register(SchedulerTick)
+class SchedulerTickAdmin(admin.ModelAdmin):
+    list_display = [
+        "tick_time",
+        "started_at",
+        "duration",
+        "due",
+        "deferred",
+        "skipped",
+        "missed",
+        "blocked",
+    ]
+    date_hierarchy = "started_at"
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return request.user.is_superuser  # figures across all tenants
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return request.user.is_superuser
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(AuditEntry)
+class AuditEntryAdmin(TenantScopedAdmin):
+    list_display = ["created_at", "username", "action", "model", "object_repr", "tenant"]
+    list_filter = ["action", "model", ("tenant", admin.RelatedOnlyFieldListFilter)]
+    search_fields = ["object_repr", "username"]
+    list_select_related = ["tenant"]
+    readonly_fields = [
+        "created_at",
+        "username",
+        "user",
+        "tenant",
+        "action",
+        "model",
+        "object_id",
+        "object_repr",
+        "changes",
+    ]
+
+    def has_add_permission(self, request: HttpRequest, *args: Any) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False

@@ -6,4 +6,4 @@ class SchedulerConfig(AppConfig):
     verbose_name = "Scheduler"
 
     def ready(self) -> None:
-        from scheduler import signals  # noqa: F401 - connects the receivers
+        from scheduler import audit, signals  # noqa: F401 - connects the receivers

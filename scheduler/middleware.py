@@ -15,6 +15,8 @@ from django.db import close_old_connections, connection
 from django.utils import timezone
 from procrastinate import JobContext
 
+from scheduler.logcontext import job_context
+
 _START_SQL = """
     UPDATE scheduler_taskrun
        SET status = 'doing', started_at = %(now)s, finished_at = NULL, attempts = %(attempt)s,
@@ -47,7 +49,13 @@ def record_run(call_next: Any, context: JobContext, worker: Any) -> Any:
         worker=getattr(worker, "worker_name", None) or "",
     )
     try:
-        result = call_next()
+        with job_context(
+            tenant=job.queue,
+            task=job.task_kwargs.get("task_id"),
+            job=job.id,
+            attempt=job.attempts + 1,
+        ):
+            result = call_next()
     except BaseException as exc:
         strategy = context.task.retry_strategy if context.task else None
         retrying = strategy is not None and strategy.get_retry_exception(exc, job) is not None
@@ -92,3 +100,20 @@ def _json(value: Any) -> str | None:
         return json.dumps(value)
     except (TypeError, ValueError):
         return None
+
+
+def mark_stalled(job_id: int, now: Any = None) -> None:
+    """Close the open attempt of a job whose worker died; the job is being retried."""
+    now = now or timezone.now()
+    summary = "the worker running this attempt stopped sending heartbeats; retried"
+    _execute(
+        _END_SQL,
+        job_id=job_id,
+        status="todo",
+        finished=None,
+        error=summary,
+        result=None,
+        now=now,
+        outcome="stalled",
+        summary=summary,
+    )

@@ -297,3 +297,61 @@ class SchedulerTick(models.Model):
     @property
     def duration(self) -> dt.timedelta:
         return self.finished_at - self.started_at
+
+
+class AuditEntry(models.Model):
+    """Who did what to which object, and what changed (secrets masked)."""
+
+    class Action(models.TextChoices):
+        CREATE = "create", "Created"
+        CHANGE = "change", "Changed"
+        DELETE = "delete", "Deleted"
+        PAUSE = "pause", "Paused"
+        RESUME = "resume", "Resumed"
+        RUN_NOW = "run_now", "Run now"
+        JOB_RETRY = "job_retry", "Job retried"
+        JOB_CANCEL = "job_cancel", "Job cancelled"
+        JOB_ABORT = "job_abort", "Job aborted"
+
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    user = models.ForeignKey(
+        "auth.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    username = models.CharField(max_length=150, blank=True, help_text="Kept if the user goes.")
+    tenant = models.ForeignKey(
+        Tenant, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    action = models.CharField(max_length=16, choices=Action.choices)
+    model = models.CharField(max_length=64)
+    object_id = models.CharField(max_length=64)
+    object_repr = models.CharField(max_length=200)
+    changes = models.JSONField(default=dict, blank=True, help_text="field: [before, after]")
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name_plural = "audit entries"
+
+    def __str__(self) -> str:
+        who = self.username or "system"
+        return f"{who} {self.get_action_display().lower()} {self.model} {self.object_repr}"
+
+
+class WorkerInfo(models.Model):
+    """What procrastinate's workers table lacks: each worker's name, queues and host.
+
+    The primary key is procrastinate's worker id; liveness comes from that table's
+    heartbeat (rows of workers that procrastinate pruned are ignored and cleaned up).
+    """
+
+    id = models.BigIntegerField(primary_key=True)
+    name = models.CharField(max_length=200, blank=True)
+    queues = models.JSONField(null=True, blank=True, help_text="null means all queues")
+    hostname = models.CharField(max_length=200, blank=True)
+    pid = models.PositiveIntegerField(null=True)
+    started_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        verbose_name = "worker"
+
+    def __str__(self) -> str:
+        return f"{self.name or 'worker'} {self.id} on {self.hostname}:{self.pid}"

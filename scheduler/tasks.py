@@ -23,3 +23,7 @@ SCHEDULER_QUEUE = "scheduler"
 def scheduler(timestamp: int) -> dict[str, object]:
     """Run one tick for the periodic ``timestamp`` (the tick's time, not the clock)."""
     return run_tick(dt.datetime.fromtimestamp(timestamp, dt.UTC)).as_dict()
+
+
+# The maintenance job lives in its own module; importing it registers it.
+from scheduler import maintenance  # noqa: E402,F401

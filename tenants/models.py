@@ -12,6 +12,8 @@ from django.core.exceptions import ValidationError
 from django.db import models, transaction
 from django.utils import timezone
 
+from tenants import crypto
+
 
 @cache
 def time_zone_names() -> frozenset[str]:
@@ -134,6 +136,11 @@ class Membership(models.Model):
 class Locker(models.Model):
     """A tenant's secrets (API tokens), read by integration code at run time only.
 
+    ``value`` holds a Fernet token (see ``tenants/crypto.py``), never plaintext: assign
+    plaintext to ``value`` (as ``Locker.add`` and the admin form do) and ``save()``
+    encrypts it; read it with ``reveal()`` or ``Locker.get``. A value equal to the token
+    loaded from the database, or any token the configured keys open, is kept as it is,
+    so a value is never encrypted twice and an unchanged admin form stores nothing new.
     The value never appears in ``str()``/``repr()``, logs or job arguments.
     """
 
@@ -144,6 +151,9 @@ class Locker(models.Model):
     value = models.TextField()
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+
+    #: The token as loaded from (or last written to) the database; None for a new instance.
+    _stored_token: str | None = None
 
     class Meta:
         ordering = ["tenant", "key"]
@@ -157,26 +167,71 @@ class Locker(models.Model):
     def __repr__(self) -> str:
         return f"<Locker {self.key!r} tenant={self.tenant_id}>"
 
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        update_fields = kwargs.get("update_fields")
+        writes_value = "value" not in self.get_deferred_fields() and (
+            update_fields is None or "value" in update_fields
+        )
+        if writes_value:
+            self._encrypt_value()
+        super().save(*args, **kwargs)
+        if writes_value:
+            self._stored_token = self.value
+
+    @classmethod
+    def from_db(cls, db: Any, field_names: Any, values: Any) -> Locker:
+        instance = super().from_db(db, field_names, values)
+        instance._stored_token = instance.__dict__.get("value")
+        return instance
+
+    def refresh_from_db(self, *args: Any, **kwargs: Any) -> None:
+        super().refresh_from_db(*args, **kwargs)
+        if "value" in self.__dict__:
+            self._stored_token = self.value
+
+    def _encrypt_value(self) -> None:
+        value = self.value
+        if value == self._stored_token and crypto.looks_like_token(value):
+            return  # unchanged since loaded: already encrypted (even under a retired key)
+        if crypto.looks_like_token(value) and crypto.can_decrypt(value):
+            return  # a token of ours (e.g. copied from another Locker): never encrypt twice
+        if not isinstance(value, str) or value == "":
+            raise ValidationError({"value": "A Locker value must be a non-empty string."})
+        self.value = crypto.encrypt(value)
+
+    def _describe(self) -> str:
+        return f"Locker key '{self.key}' of tenant {self.tenant_id}"
+
+    def reveal(self) -> str:
+        """The plaintext of the saved value; raises LockerError (never returns ciphertext)."""
+        return crypto.decrypt(self.value, what=self._describe())
+
     @classmethod
     def add(cls, key: str, value: str, tenant_id: int) -> Locker:
-        """Store ``value`` under ``key`` for the tenant, replacing any previous value."""
+        """Store ``value`` under ``key`` for the tenant, encrypted, replacing any previous one."""
         if not isinstance(value, str) or value == "":
             raise ValidationError({"value": "A Locker value must be a non-empty string."})
         if not Tenant.objects.filter(pk=tenant_id).exists():
             raise ValidationError({"tenant": f"There is no tenant with id {tenant_id}."})
+        token = crypto.encrypt(value)  # here, not in save(): ``value`` is always plaintext
         locker = cls.objects.filter(tenant_id=tenant_id, key=key).first() or cls(
             tenant_id=tenant_id, key=key
         )
-        locker.value = value
+        locker.value = token
         locker.full_clean(validate_unique=False)
         locker.save()
         return locker
 
     @classmethod
     def get(cls, key: str, tenant_id: int, default: str | None = None) -> str | None:
-        """The value stored under ``key`` for the tenant, or ``default``."""
-        value = cls.objects.filter(tenant_id=tenant_id, key=key).values_list("value", flat=True)
-        return next(iter(value), default)
+        """The decrypted value stored under ``key`` for the tenant, or ``default`` if none.
+
+        Raises LockerError when the value cannot be decrypted (missing or wrong key).
+        """
+        locker = cls.objects.filter(tenant_id=tenant_id, key=key).first()
+        if locker is None:
+            return default
+        return locker.reveal()
 
     @classmethod
     def remove(cls, key: str, tenant_id: int) -> bool:

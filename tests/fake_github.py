@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -24,9 +25,13 @@ class FakeGitHub:
     replies: list[tuple[int, dict[str, str], dict]] = field(default_factory=list)
     requests: list[tuple[str, str | None]] = field(default_factory=list)
     base_url: str = ""
+    #: Seconds to stall each of the next requests (one entry per request).
+    delays: list[float] = field(default_factory=list)
 
     def handle(self, handler: BaseHTTPRequestHandler) -> None:
         self.requests.append((handler.path, handler.headers.get("Authorization")))
+        if self.delays:
+            time.sleep(self.delays.pop(0))
         if self.replies:
             status, headers, body = self.replies.pop(0)
             return self._send(handler, status, headers, body)

@@ -15,10 +15,10 @@ def load_compose() -> dict:
 
 def test_compose_has_the_four_services_built_from_one_dockerfile():
     services = load_compose()["services"]
-    assert set(services) == {"postgres", "web", "scheduler", "worker"}
+    assert set(services) == {"postgres", "migrate", "web", "scheduler", "worker"}
     assert services["postgres"]["image"].startswith("postgres:")
     assert "pg_isready" in " ".join(services["postgres"]["healthcheck"]["test"])
-    for name in ("web", "scheduler", "worker"):
+    for name in ("migrate", "web", "scheduler", "worker"):
         assert services[name]["build"] == "."
         assert services[name]["environment"]["DATABASE_URL"].endswith("@postgres:5432/metronome")
     assert (ROOT / "Dockerfile").is_file()
@@ -30,6 +30,15 @@ def test_compose_worker_commands_match_the_seed_queues():
     worker = " ".join(services["worker"]["command"])
     assert "procrastinate worker" in worker and "WORKER_QUEUES" in worker
     assert "ports" not in services["worker"]  # scalable: no fixed host port
+
+
+def test_web_health_check_is_healthz_and_nothing_waits_on_web():
+    services = load_compose()["services"]
+    assert "/healthz" in " ".join(services["web"]["healthcheck"]["test"])
+    for name in ("web", "scheduler", "worker"):
+        assert services[name]["depends_on"] == {
+            "migrate": {"condition": "service_completed_successfully"}
+        }
 
 
 def test_readme_compose_instructions_match_the_file():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -12,6 +13,8 @@ from integrations.base.registry import IntegrationType, register
 from integrations.base.tasks import IntegrationError, RunContext, integration_task
 from integrations.github.client import DEFAULT_BASE_URL, GitHubClient
 from integrations.github.models import GithubUser
+
+logger = logging.getLogger(__name__)
 
 
 @register
@@ -60,6 +63,7 @@ def get_users(run: RunContext) -> dict[str, int]:
     base_url = run.config.get("base_url") or DEFAULT_BASE_URL
     with GitHubClient(token, base_url) as client:
         members = list(client.iter_org_members(org))
+    logger.info("fetched %d members of %s from %s", len(members), org, base_url)
     now = timezone.now()
     users = {
         member["id"]: GithubUser(

@@ -1,0 +1,59 @@
+"""Forms behind the Task admin: choices instead of free text where we know the answers."""
+
+from __future__ import annotations
+
+from django import forms
+
+from integrations.base import registry
+from scheduler.models import Task
+from tenants.models import time_zone_names
+
+
+def task_name_choices() -> list[tuple[str, list[tuple[str, str]]]]:
+    """Task names grouped by integration type; the model checks the pair matches."""
+    return [
+        (integration_type.verbose_name or name, [(t, t) for t in integration_type.task_names()])
+        for name, integration_type in registry.all_types().items()
+    ]
+
+
+def time_zone_choices() -> list[tuple[str, str]]:
+    return [("", "— the tenant's time zone —")] + [(z, z) for z in sorted(time_zone_names())]
+
+
+class TaskForm(forms.ModelForm):
+    name = forms.ChoiceField(choices=task_name_choices, help_text="A task of the integration type.")
+    timezone = forms.ChoiceField(choices=time_zone_choices, required=False)
+
+    class Meta:
+        model = Task
+        fields = [
+            "integration",
+            "tenant",
+            "name",
+            "cron",
+            "timezone",
+            "kwargs",
+            "enabled",
+            "catchup",
+            "catchup_window",
+            "catchup_max",
+            "overlap",
+            "max_attempts",
+            "retry_backoff",
+        ]
+        widgets = {
+            "cron": forms.TextInput(
+                attrs={"class": "vTextField", "data-cron-preview": "1", "autocomplete": "off"}
+            ),
+        }
+
+
+class PauseForm(forms.Form):
+    """The intermediate page of the "pause" actions."""
+
+    note = forms.CharField(max_length=500, required=False, help_text="Why (shown on the task).")
+    until = forms.DateTimeField(
+        required=False,
+        help_text="Optional end of the pause, e.g. 2026-12-01 08:00 (server time zone).",
+    )

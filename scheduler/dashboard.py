@@ -1,0 +1,186 @@
+"""The admin dashboard: queues, a 24-hour chart of runs, failures, workers, last tick.
+
+Every figure is computed for the tenants the user may see; a fixed number of queries
+whatever the number of tenants, runs or jobs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from django.contrib import admin
+from django.db import connection
+from django.db.models import Count
+from django.db.models.functions import TruncHour
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.utils import timezone
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString
+
+from scheduler.models import SchedulerTick, TaskRun, WorkerInfo
+from tenants.access import scope, visible_queues
+from tenants.models import Tenant
+
+STATUS_COLOURS = {
+    "succeeded": "#2e7d32",
+    "failed": "#c62828",
+    "doing": "#1565c0",
+    "todo": "#9e9e9e",
+    "cancelled": "#ff8f00",
+}
+CHART_HOURS = 24
+
+
+def dashboard_view(request: HttpRequest) -> HttpResponse:
+    now = timezone.now()
+    user = request.user
+    context = {
+        **admin.site.each_context(request),
+        "title": "Dashboard",
+        "queues": queue_counts(user),
+        "chart": runs_chart(runs_per_hour(user, now), now),
+        "statuses": STATUS_COLOURS,
+        "failures": scope(TaskRun.objects, user, "tenant")
+        .filter(status=TaskRun.Status.FAILED)
+        .select_related("task__integration", "tenant")
+        .order_by("-finished_at", "-id")[:10],
+        "workers": workers(user),
+        "tick": SchedulerTick.objects.order_by("-started_at").first(),
+        "show_tick_figures": user.is_superuser,
+    }
+    return TemplateResponse(request, "admin/scheduler/dashboard.html", context)
+
+
+@dataclass
+class QueueRow:
+    queue: str
+    tenant: str
+    counts: dict[str, int]
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+
+def queue_counts(user: Any) -> list[QueueRow]:
+    queues = visible_queues(user)
+    sql = "SELECT queue_name, status, count(*) FROM procrastinate_jobs"
+    params: list[Any] = []
+    if queues is not None:
+        sql += " WHERE queue_name = ANY(%s)"
+        params.append(queues)
+    sql += " GROUP BY queue_name, status"
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    names = dict(Tenant.objects.values_list("id", "name"))
+    by_queue: dict[str, QueueRow] = {}
+    for queue, status, count in rows:
+        tenant = names.get(int(queue), "") if queue.isdigit() else ""
+        row = by_queue.setdefault(queue, QueueRow(queue, tenant, {}))
+        row.counts[status] = count
+    return sorted(by_queue.values(), key=lambda r: (not r.tenant, r.tenant, r.queue))
+
+
+def runs_per_hour(user: Any, now: dt.datetime) -> dict[dt.datetime, dict[str, int]]:
+    since = now.replace(minute=0, second=0, microsecond=0) - dt.timedelta(hours=CHART_HOURS - 1)
+    rows = (
+        scope(TaskRun.objects, user, "tenant")
+        .filter(enqueued_at__gte=since)
+        .annotate(hour=TruncHour("enqueued_at", tzinfo=dt.UTC))
+        .values("hour", "status")
+        .annotate(n=Count("id"))
+    )
+    hours = {since + dt.timedelta(hours=i): {} for i in range(CHART_HOURS)}
+    for row in rows:
+        hours.setdefault(row["hour"], {})[row["status"]] = row["n"]
+    return hours
+
+
+def runs_chart(hours: dict[dt.datetime, dict[str, int]], now: dt.datetime) -> SafeString:
+    """A stacked bar chart as inline SVG: renders offline, no JavaScript."""
+    width, height, left, bottom = 720, 200, 36, 24
+    plot_h = height - bottom - 8
+    bar_w = (width - left) / max(1, len(hours))
+    peak = max([sum(c.values()) for c in hours.values()] + [1])
+    parts = []
+    for i, (hour, counts) in enumerate(sorted(hours.items())):
+        x = left + i * bar_w
+        y = height - bottom
+        for status, colour in STATUS_COLOURS.items():
+            n = counts.get(status, 0)
+            if not n:
+                continue
+            h = plot_h * n / peak
+            y -= h
+            parts.append(
+                format_html(
+                    '<rect x="{}" y="{}" width="{}" height="{}" fill="{}">'
+                    "<title>{} UTC: {} {}</title></rect>",
+                    f"{x + 1:.1f}",
+                    f"{y:.1f}",
+                    f"{bar_w - 2:.1f}",
+                    f"{h:.1f}",
+                    colour,
+                    hour.strftime("%H:00"),
+                    n,
+                    status,
+                )
+            )
+        if i % 3 == 0:
+            parts.append(
+                format_html(
+                    '<text x="{}" y="{}" font-size="10" fill="#666">{}</text>',
+                    f"{x:.1f}",
+                    height - 8,
+                    hour.strftime("%H:00"),
+                )
+            )
+    axis = format_html(
+        '<text x="0" y="14" font-size="10" fill="#666">{}</text>'
+        '<line x1="{}" y1="{}" x2="{}" y2="{}" stroke="#999"/>',
+        peak,
+        left,
+        height - bottom,
+        width,
+        height - bottom,
+    )
+    return format_html(
+        '<svg class="runs-chart" role="img" aria-label="Runs per hour by status, last 24 hours" '
+        'viewBox="0 0 {} {}" width="100%" height="{}">{}{}</svg>',
+        width,
+        height,
+        height,
+        axis,
+        format_html_join("", "{}", ((p,) for p in parts)),
+    )
+
+
+def workers(user: Any) -> list[dict[str, Any]]:
+    """Live workers (procrastinate's heartbeat table) with the queues they serve.
+
+    A tenant's staff sees the workers that serve its queues, including all-queue ones.
+    """
+    infos = {w.id: w for w in WorkerInfo.objects.all()}
+    queues = visible_queues(user)
+    result = []
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT id, last_heartbeat FROM procrastinate_workers ORDER BY id")
+        for worker_id, heartbeat in cursor.fetchall():
+            info = infos.get(worker_id)
+            served = info.queues if info else None
+            if queues is not None and served is not None and not set(served) & set(queues):
+                continue
+            result.append(
+                {
+                    "id": worker_id,
+                    "name": info.name if info else "",
+                    "queues": ", ".join(served) if served else "all queues",
+                    "host": f"{info.hostname}:{info.pid}" if info else "",
+                    "last_heartbeat": heartbeat,
+                }
+            )
+    return result

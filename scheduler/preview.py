@@ -1,0 +1,47 @@
+"""A cron expression explained for people: plain language and the next run times."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from cron_descriptor import Options, get_description
+from django.core.exceptions import ValidationError
+from django.utils import timezone
+
+from scheduler.cron import get_zone, next_fires, validate_cron
+from tenants.models import validate_time_zone
+
+
+def describe(cron: str) -> str:
+    fields = cron.split()
+    if len(fields) == 6:  # ours has seconds last; cron-descriptor wants them first
+        fields = [fields[5], *fields[:5]]
+    options = Options()
+    options.use_24hour_time_format = True
+    return get_description(" ".join(fields), options)
+
+
+def cron_preview(
+    cron: str, zone: str, now: dt.datetime | None = None, count: int = 5
+) -> dict[str, Any]:
+    """What the Task form shows beside the cron field, as JSON-ready data."""
+    try:
+        validate_cron(cron)
+        validate_time_zone(zone)
+    except ValidationError as exc:
+        return {"ok": False, "error": " ".join(exc.messages)}
+    tz = get_zone(zone)
+    fires = next_fires(cron, now or timezone.now(), zone, count)
+    return {
+        "ok": True,
+        "description": describe(cron),
+        "zone": zone,
+        "next": [
+            {
+                "local": f.astimezone(tz).strftime("%Y-%m-%d %H:%M:%S %Z"),
+                "utc": f.strftime("%Y-%m-%d %H:%M:%S UTC"),
+            }
+            for f in fires
+        ],
+    }
