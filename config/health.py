@@ -66,10 +66,36 @@ def check_scheduler() -> str:
     return OK
 
 
+_SCHEDULER_WORKER_SQL = """
+    SELECT max(p.last_heartbeat)
+      FROM procrastinate_workers p
+      JOIN scheduler_workerinfo w ON w.id = p.id
+     WHERE w.queues IS NULL OR w.queues ? 'scheduler'
+"""
+
+
+def check_scheduler_worker() -> str:
+    """A worker serving queue ``scheduler`` is alive: its heartbeat (every 10 s) is recent.
+
+    This catches a frozen or killed scheduler long before two periods have passed.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(_SCHEDULER_WORKER_SQL)
+        heartbeat = cursor.fetchone()[0]
+    limit = settings.SCHEDULER_HEARTBEAT_MAX_AGE
+    if heartbeat is None:
+        return "no worker serves queue 'scheduler'; start one (WORKER_QUEUES=scheduler)"
+    age = (timezone.now() - heartbeat).total_seconds()
+    if age > limit:
+        return f"the scheduler worker's last heartbeat was {age:.0f}s ago (limit {limit}s)"
+    return OK
+
+
 CHECKS: dict[str, Callable[[], str]] = {
     "database": check_database,
     "migrations": check_migrations,
     "scheduler": check_scheduler,
+    "scheduler_worker": check_scheduler_worker,
 }
 
 

@@ -99,7 +99,9 @@ def _database_url() -> str:
 
 
 DATABASES = {"default": env.db_url_config(_database_url())}
-DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=0))
+# Persistent connections: a worker would otherwise reconnect for every job (~10 ms here).
+DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=300))
+DATABASES["default"].setdefault("CONN_HEALTH_CHECKS", True)
 DATABASES["default"].setdefault("OPTIONS", {})
 DATABASES["default"]["OPTIONS"].setdefault("connect_timeout", 10)
 # Lets two test runs share one server (each gets its own test database).
@@ -161,6 +163,9 @@ PROCRASTINATE_AUTODISCOVER_MODULE_NAME = "tasks"
 SCHEDULER_PERIOD: int = env.int("SCHEDULER_PERIOD", default=60)
 # How long the record of each scheduler tick is kept (admin and health checks read it).
 SCHEDULER_TICK_RETENTION_DAYS: int = env.int("SCHEDULER_TICK_RETENTION_DAYS", default=7)
+# /healthz fails when no worker serving queue "scheduler" sent a heartbeat (every 10 s)
+# for this many seconds: a frozen scheduler shows within half a minute.
+SCHEDULER_HEARTBEAT_MAX_AGE: int = env.int("SCHEDULER_HEARTBEAT_MAX_AGE", default=25)
 # A running job whose worker sent no heartbeat for this long is retried by the maintenance job.
 STALLED_JOB_SECONDS: int = env.int("STALLED_JOB_SECONDS", default=60)
 # Finished jobs (succeeded, failed, cancelled) are deleted after this many hours; TaskRun

@@ -7,6 +7,7 @@ in the web process and inside workers alike.
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -22,48 +23,128 @@ from scheduler.models import Task, TaskRun
 
 
 @dataclass(frozen=True)
+class DueTask:
+    """The columns of a due Task that a tick reads; plain values, no ORM objects (a tick
+    over 10,000 Tasks would spend most of its time building them)."""
+
+    pk: int
+    integration_id: int
+    tenant_id: int
+    name: str
+    cron: str
+    zone: str  # the Task's time zone, else its tenant's
+    kwargs: dict[str, Any]
+    next_run_at: dt.datetime
+    catchup: str
+    catchup_window: dt.timedelta
+    catchup_max: int
+    overlap: str
+    max_attempts: int
+    retry_backoff: dt.timedelta
+    paused: bool  # the Task, at the tick's time
+    owner_blocked: bool  # tenant inactive or paused, or integration disabled
+    integration_type: str
+
+    def retry_policy(self) -> dict[str, Any]:
+        return {
+            "max_attempts": self.max_attempts,
+            "backoff_seconds": self.retry_backoff.total_seconds(),
+        }
+
+
+_DUE_SQL = """
+    SELECT t.id, t.integration_id, t.tenant_id, t.name, t.cron,
+           COALESCE(NULLIF(t.timezone, ''), n.timezone), t.kwargs::text, t.next_run_at,
+           t.catchup, t.catchup_window, t.catchup_max, t.overlap, t.max_attempts,
+           t.retry_backoff,
+           (t.paused_at IS NOT NULL AND (t.paused_until IS NULL OR t.paused_until > %(now)s)),
+           (NOT n.is_active OR NOT i.enabled OR (n.paused_at IS NOT NULL
+               AND (n.paused_until IS NULL OR n.paused_until > %(now)s))),
+           i.name
+      FROM scheduler_task t
+      JOIN tenants_tenant n ON n.id = t.tenant_id
+      JOIN integrations_integration i ON i.id = t.integration_id
+     WHERE t.enabled AND t.next_run_at <= %(now)s
+     ORDER BY t.next_run_at, t.id
+       FOR UPDATE OF t SKIP LOCKED
+"""
+
+
+def lock_due_tasks(now: dt.datetime) -> list[DueTask]:
+    """Enabled Tasks due at ``now``, locked (skipping those another tick holds)."""
+    with connection.cursor() as cursor:
+        cursor.execute(_DUE_SQL, {"now": now})
+        rows = cursor.fetchall()
+    return [DueTask(*row[:6], json.loads(row[6]), *row[7:]) for row in rows]
+
+
+@dataclass(frozen=True)
 class RunToDefer:
-    task: Task
+    task_id: int
+    tenant_id: int
+    integration_id: int
+    procrastinate_task: str
+    kwargs: dict[str, Any]
+    retry: dict[str, Any]
     scheduled_for: dt.datetime
     manual: bool = False
 
+    @classmethod
+    def of(
+        cls, task: Task | DueTask, procrastinate_task: str, when: dt.datetime, manual: bool = False
+    ) -> RunToDefer:
+        return cls(task.pk, task.tenant_id, task.integration_id, procrastinate_task,
+                   task.kwargs, task.retry_policy(), when, manual)  # fmt: skip
+
 
 def job_for(run: RunToDefer) -> Job:
-    task = run.task
     return Job(
         id=None,
-        queue=task.tenant.queue_name,
+        queue=str(run.tenant_id),  # a tenant's queue is its id
         lock=None,
         queueing_lock=None,
-        task_name=task.integration.type.get_task(task.name).procrastinate_name,
+        task_name=run.procrastinate_task,
         task_kwargs={
-            "task_id": task.pk,
+            "task_id": run.task_id,
             "scheduled_for": run.scheduled_for.isoformat(),
-            "integration_id": task.integration_id,
-            "kwargs": task.kwargs,
-            "retry": task.retry_policy(),
+            "integration_id": run.integration_id,
+            "kwargs": run.kwargs,
+            "retry": run.retry,
         },
     )
 
 
-def defer_runs(runs: list[RunToDefer]) -> list[TaskRun]:
-    """Insert one job per run and its TaskRun, in the caller's transaction."""
+_INSERT_RUNS_SQL = """
+    INSERT INTO scheduler_taskrun (task_id, tenant_id, scheduled_for, manual, job_id,
+                                   status, attempts, attempt_log, enqueued_at, error)
+    SELECT v.task_id, v.tenant_id, v.scheduled_for, v.manual, v.job_id,
+           'todo', 0, '[]'::jsonb, now(), ''
+      FROM unnest(%s::bigint[], %s::bigint[], %s::timestamptz[], %s::boolean[], %s::bigint[])
+           AS v(task_id, tenant_id, scheduled_for, manual, job_id)
+    RETURNING id
+"""
+
+
+def defer_runs(runs: list[RunToDefer]) -> list[int]:
+    """Insert one job per run and its TaskRun, in the caller's transaction; TaskRun ids."""
     if not runs:
         return []
     manager = JobManager(
         django_connector.DjangoConnector(alias=procrastinate_settings.DATABASE_ALIAS)
     )
     jobs = manager.batch_defer_jobs([job_for(run) for run in runs])
-    return TaskRun.objects.bulk_create(
-        TaskRun(
-            task=run.task,
-            tenant_id=run.task.tenant_id,
-            scheduled_for=run.scheduled_for,
-            manual=run.manual,
-            job_id=job.id,
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _INSERT_RUNS_SQL,
+            [
+                [run.task_id for run in runs],
+                [run.tenant_id for run in runs],
+                [run.scheduled_for for run in runs],
+                [run.manual for run in runs],
+                [job.id for job in jobs],
+            ],
         )
-        for run, job in zip(runs, jobs, strict=True)
-    )
+        return [row[0] for row in cursor.fetchall()]
 
 
 @dataclass(frozen=True)
@@ -104,17 +185,22 @@ def active_runs(task_ids: Iterable[int]) -> ActiveRuns:
     return ActiveRuns(queued=queued, running=running)
 
 
+_EXISTING_SQL = """
+    SELECT r.task_id, r.scheduled_for
+      FROM scheduler_taskrun r
+      JOIN unnest(%s::bigint[], %s::timestamptz[]) AS v(task_id, scheduled_for)
+        ON r.task_id = v.task_id AND r.scheduled_for = v.scheduled_for
+"""
+
+
 def existing_ticks(pairs: Iterable[tuple[int, dt.datetime]]) -> set[tuple[int, dt.datetime]]:
     """Which (task, scheduled_for) pairs already have a run: they are never deferred again."""
     pairs = list(pairs)
     if not pairs:
         return set()
-    task_ids = sorted({task_id for task_id, _ in pairs})
-    times = sorted({when for _, when in pairs})
-    found = TaskRun.objects.filter(task_id__in=task_ids, scheduled_for__in=times).values_list(
-        "task_id", "scheduled_for"
-    )
-    return set(found) & set(pairs)
+    with connection.cursor() as cursor:
+        cursor.execute(_EXISTING_SQL, [[p[0] for p in pairs], [p[1] for p in pairs]])
+        return set(cursor.fetchall())
 
 
 _ADVANCE_SQL = """

@@ -244,7 +244,6 @@ class TaskRun(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     error = models.TextField(blank=True)
-    result = models.JSONField(null=True, blank=True)
 
     class Meta:
         ordering = ["-scheduled_for", "-id"]
@@ -254,6 +253,9 @@ class TaskRun(models.Model):
         ]
         indexes = [
             models.Index(fields=["tenant", "status"]),
+            # /metrics reads the last hour's lateness, the dashboard the last day's runs.
+            models.Index(fields=["started_at"], name="taskrun_started_idx"),
+            models.Index(fields=["enqueued_at"], name="taskrun_enqueued_idx"),
             models.Index(
                 fields=["task"],
                 condition=models.Q(status__in=["todo", "doing"]),

@@ -28,7 +28,7 @@ def run_now(task: Task, now: dt.datetime | None = None) -> TaskRun:
         )
         if not task.tenant.is_active:
             raise ValidationError(f"Tenant '{task.tenant}' is inactive; activate it first.")
-        task.integration.type.get_task(task.name)  # the code must still exist
+        procrastinate_task = task.integration.type.get_task(task.name).procrastinate_name
         active = jobs.active_runs([task.pk])
         queued, running = active.queued.get(task.pk, 0), active.running.get(task.pk, 0)
         chosen, _ = plan_overlap([now], policy=task.overlap, queued=queued, running=running)
@@ -37,8 +37,10 @@ def run_now(task: Task, now: dt.datetime | None = None) -> TaskRun:
                 f"Task {task.pk} already has a run {'queued' if queued else 'running'} and its "
                 f"overlap policy is '{task.overlap}'; wait for it, or set overlap to 'allow'."
             )
-        (run,) = jobs.defer_runs([jobs.RunToDefer(task, now, manual=True)])
-    return run
+        (run_id,) = jobs.defer_runs(
+            [jobs.RunToDefer.of(task, procrastinate_task, now, manual=True)]
+        )
+    return TaskRun.objects.get(pk=run_id)
 
 
 def cancel_pending(task_ids: list[int]) -> int:

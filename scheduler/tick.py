@@ -14,14 +14,17 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
+from integrations.base import registry
 from scheduler import jobs
 from scheduler.cron import next_fire
-from scheduler.models import SchedulerTick, Task
+from scheduler.models import SchedulerTick
 from scheduler.policies import plan_catchup, plan_overlap
 
 logger = logging.getLogger(__name__)
@@ -54,69 +57,62 @@ def run_tick(now: dt.datetime, *, clock=timezone.now) -> TickResult:
     started = clock()
     result = TickResult(now=now)
     with transaction.atomic():
-        due = lock_due_tasks(now)
+        due = jobs.lock_due_tasks(now)
         runnable, advances = split_blocked(due, now, result)
         planned = plan_runs(runnable, now, advances, result)
         runs = jobs.defer_runs(planned)
         jobs.advance_tasks(list(advances.values()), now)
         record_tick(result, due, runs, started, clock())
-    result.deferred = [run.pk for run in runs]
+    result.deferred = runs
     if due:
         logger.info("tick %s: %s", now.isoformat(), result.as_dict())
     return result
 
 
-def lock_due_tasks(now: dt.datetime) -> list[Task]:
-    return list(
-        Task.objects.select_for_update(of=("self",), skip_locked=True)
-        .filter(enabled=True, next_run_at__lte=now)
-        .select_related("integration", "tenant")
-        .order_by("next_run_at", "id")
-    )
-
-
 def split_blocked(
-    due: list[Task], now: dt.datetime, result: TickResult
-) -> tuple[list[Task], dict[int, jobs.Advance]]:
+    due: list[jobs.DueTask], now: dt.datetime, result: TickResult
+) -> tuple[list[tuple[jobs.DueTask, str]], dict[int, jobs.Advance]]:
     """Every due Task moves on to its next tick; blocked ones (paused, tenant inactive,
-    integration disabled, code gone) do nothing else, and their ticks are not misses."""
+    integration disabled, code gone) do nothing else, and their ticks are not misses.
+    Returns the runnable Tasks with the procrastinate task each one runs."""
     advances = {
-        task.pk: jobs.Advance(task.pk, next_fire(task.cron, now, task.effective_timezone))
-        for task in due
+        task.pk: jobs.Advance(task.pk, next_fire(task.cron, now, task.zone)) for task in due
     }
     runnable = []
     for task in due:
-        if (
-            task.is_paused(now)
-            or task.tenant.is_paused(now)
-            or not (task.tenant.is_active and task.integration.enabled)
-        ):
+        if task.paused or task.owner_blocked:
             result.blocked += 1
-        elif not _code_exists(task):
+            continue
+        procrastinate_task = _procrastinate_task(task.integration_type, task.name)
+        if procrastinate_task is None:
             result.unknown.append(task.pk)
         else:
-            runnable.append(task)
+            runnable.append((task, procrastinate_task))
     return runnable, advances
 
 
-def _code_exists(task: Task) -> bool:
+@lru_cache(maxsize=1024)
+def _procrastinate_task(integration_type: str, name: str) -> str | None:
     try:
-        task.integration.type.get_task(task.name)
-    except Exception as exc:  # ValidationError: the type or task was removed from the code
-        logger.warning("task %s not run: %s", task.pk, exc)
-        return False
-    return True
+        return registry.get_type(integration_type).get_task(name).procrastinate_name
+    except ValidationError as exc:  # the type or task was removed from the code
+        logger.warning("%s.%s not run: %s", integration_type, name, " ".join(exc.messages))
+        return None
 
 
 def plan_runs(
-    tasks: list[Task], now: dt.datetime, advances: dict[int, jobs.Advance], result: TickResult
+    runnable: list[tuple[jobs.DueTask, str]],
+    now: dt.datetime,
+    advances: dict[int, jobs.Advance],
+    result: TickResult,
 ) -> list[jobs.RunToDefer]:
     """Apply each Task's catch-up and overlap policies; never plan a tick twice."""
     grace = dt.timedelta(seconds=settings.SCHEDULER_PERIOD)
+    tasks = [task for task, _ in runnable]
     plans = {
         task.pk: plan_catchup(
             cron=task.cron,
-            zone=task.effective_timezone,
+            zone=task.zone,
             next_run_at=task.next_run_at,
             now=now,
             policy=task.catchup,
@@ -127,12 +123,10 @@ def plan_runs(
         for task in tasks
     }
     done = jobs.existing_ticks((pk, when) for pk, plan in plans.items() for when in plan.fires)
-    watched = [
-        task.pk for task in tasks if task.overlap != Task.Overlap.ALLOW and plans[task.pk].fires
-    ]
+    watched = [task.pk for task in tasks if task.overlap != "allow" and plans[task.pk].fires]
     active = jobs.active_runs(watched) if watched else jobs.ActiveRuns({}, {})
     planned = []
-    for task in tasks:
+    for task, procrastinate_task in runnable:
         plan = plans[task.pk]
         fires = [when for when in plan.fires if (task.pk, when) not in done]
         fires, skipped = plan_overlap(
@@ -146,7 +140,7 @@ def plan_runs(
         advance.last_run_at = fires[-1] if fires else None
         result.missed += plan.missed
         result.skipped += skipped
-        planned += [jobs.RunToDefer(task, when) for when in fires]
+        planned += [jobs.RunToDefer.of(task, procrastinate_task, when) for when in fires]
     result.due = len(advances)
     return planned
 

@@ -28,9 +28,10 @@ def track(worker: Any) -> Any:
             announcer.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await announcer
-            if getattr(worker, "worker_id", None):
+            announced = getattr(worker, "_metronome_announced_id", None)
+            if announced is not None:  # procrastinate clears worker_id when it stops
                 with contextlib.suppress(Exception):
-                    await sync_to_async(_forget, thread_sensitive=False)(worker.worker_id)
+                    await sync_to_async(_forget, thread_sensitive=False)(announced)
 
     worker.run = run
     return worker
@@ -39,6 +40,7 @@ def track(worker: Any) -> Any:
 async def _announce(worker: Any) -> None:
     while getattr(worker, "worker_id", None) is None:
         await asyncio.sleep(0.05)
+    worker._metronome_announced_id = worker.worker_id
     await sync_to_async(_remember, thread_sensitive=False)(worker)
 
 

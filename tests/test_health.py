@@ -12,7 +12,7 @@ from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
 from config import health
-from scheduler.models import SchedulerTick, Task, TaskRun
+from scheduler.models import SchedulerTick, Task, TaskRun, WorkerInfo
 from scheduler.tick import run_tick
 
 PERIOD = 60
@@ -22,6 +22,26 @@ PERIOD = 60
 def _period(settings):
     settings.SCHEDULER_PERIOD = PERIOD
     settings.METRICS_TOKEN = ""
+
+
+def scheduler_worker(heartbeat_age: dt.timedelta, queues: list[str] | None = None) -> int:
+    """A procrastinate worker row plus our WorkerInfo, as a running worker leaves them."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO procrastinate_workers (last_heartbeat) VALUES (%s) RETURNING id",
+            [timezone.now() - heartbeat_age],
+        )
+        worker_id = cursor.fetchone()[0]
+    WorkerInfo.objects.create(id=worker_id, name="scheduler", queues=queues)
+    return worker_id
+
+
+@pytest.fixture(autouse=True)
+def _live_scheduler_worker(request):
+    """Most tests here are about other checks: give them a live scheduler worker."""
+    if "no_worker" not in request.keywords and "django_db" in request.keywords:
+        request.getfixturevalue("db")
+        scheduler_worker(dt.timedelta(seconds=2), ["scheduler"])
 
 
 def tick(age: dt.timedelta, duration: float = 0.25) -> SchedulerTick:
@@ -45,7 +65,8 @@ def test_healthy_without_login_and_without_tenant_data(client, tenant):
     assert response.json() == {
         "status": "ok",
         "failing": [],
-        "checks": {"database": "ok", "migrations": "ok", "scheduler": "ok"},
+        "checks": {"database": "ok", "migrations": "ok", "scheduler": "ok",
+                   "scheduler_worker": "ok"},
     }
     assert tenant.name not in response.content.decode()
     assert "no-cache" in response["Cache-Control"] or "max-age=0" in response["Cache-Control"]
@@ -105,9 +126,36 @@ def test_an_unreachable_database_is_unhealthy(client, monkeypatch):
     response = client.get("/healthz")
     assert response.status_code == 503
     body = response.json()
-    assert body["failing"] == ["database", "migrations", "scheduler"]
+    assert body["failing"] == ["database", "migrations", "scheduler", "scheduler_worker"]
     assert body["checks"]["database"] == "database error (OperationalError)"
     assert "db.internal" not in response.content.decode()
+
+
+@pytest.mark.django_db
+@pytest.mark.no_worker
+@pytest.mark.parametrize(
+    ("age", "queues", "message"),
+    [
+        (None, None, "no worker serves queue 'scheduler'"),
+        (40, ["scheduler"], "last heartbeat was 40s ago (limit 25s)"),
+        (2, ["1", "2"], "no worker serves queue 'scheduler'"),
+    ],
+)
+def test_a_frozen_or_missing_scheduler_worker_is_unhealthy(client, age, queues, message):
+    tick(dt.timedelta(seconds=1))
+    if age is not None:
+        scheduler_worker(dt.timedelta(seconds=age), queues)
+    body = client.get("/healthz").json()
+    assert body["failing"] == ["scheduler_worker"]
+    assert message in body["checks"]["scheduler_worker"]
+
+
+@pytest.mark.django_db
+@pytest.mark.no_worker
+def test_an_all_queues_worker_serves_the_scheduler(client):
+    tick(dt.timedelta(seconds=1))
+    scheduler_worker(dt.timedelta(seconds=3), None)
+    assert client.get("/healthz").status_code == 200
 
 
 @pytest.mark.django_db

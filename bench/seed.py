@@ -1,0 +1,197 @@
+"""Seeding the bench database in bulk: tenants by ``bulk_create``, Tasks by one SQL statement.
+
+Saving Tasks one by one would take minutes at 100,000 rows and measure the ORM, not the
+scheduler; ``INSERT … SELECT generate_series`` writes a million in well under a minute.
+``next_run_at`` is computed here (from the cron, the zone and :data:`bench.common.NOW`),
+exactly as ``Task.save`` would.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from bench.common import NOW, execute, fetch
+
+#: Zones of whole, half and three-quarter hour offsets, on both sides of UTC.
+ZONES = (
+    "UTC",
+    "Europe/Berlin",
+    "America/New_York",
+    "Asia/Tokyo",
+    "Asia/Kolkata",
+    "Australia/Adelaide",
+    "America/Sao_Paulo",
+    "America/Los_Angeles",
+)
+#: Crons that all fire at NOW in every zone above (checked by :func:`check_crons`), with
+#: 5 and 6 fields: a count coprime with the zones' so that every pairing occurs.
+CRONS = (
+    "* * * * *",
+    "*/5 * * * *",
+    "*/15 * * * *",
+    "*/10 * * * *",
+    "0,30 * * * *",
+    "*/30 * * * 1-5",
+    "0-58/2 * * * *",
+    "* * * * * 0",
+    "* * * * * */20",
+)
+
+
+@dataclass(frozen=True)
+class Fleet:
+    """The seeded tenants and, in the same order, each one's integration."""
+
+    tenant_ids: list[int]
+    integration_ids: list[int]
+
+    @property
+    def queues(self) -> list[str]:
+        return [str(pk) for pk in self.tenant_ids]
+
+
+def wipe() -> None:
+    """Empty every table the benchmarks write (the bench database only)."""
+    execute(
+        "TRUNCATE tenants_tenant, scheduler_schedulertick, procrastinate_jobs, "
+        "procrastinate_periodic_defers, procrastinate_events, procrastinate_workers "
+        "RESTART IDENTITY CASCADE"
+    )
+
+
+def clear_runs() -> None:
+    """Forget every run and job, so that the next measurement starts from the same state."""
+    execute(
+        "TRUNCATE scheduler_taskrun, scheduler_schedulertick, procrastinate_jobs, "
+        "procrastinate_periodic_defers, procrastinate_events RESTART IDENTITY CASCADE"
+    )
+
+
+def vacuum(*tables: str) -> None:
+    """Keep dead rows and stale statistics from one repetition out of the next one's plan."""
+    for table in tables or ("scheduler_task", "scheduler_taskrun", "procrastinate_jobs"):
+        execute(f"VACUUM ANALYZE {table}")
+
+
+def make_fleet(
+    tenants: int,
+    *,
+    integration: str = "github",
+    config: dict[str, object] | None = None,
+    prefix: str = "bench",
+) -> Fleet:
+    """``tenants`` tenants (zones cycling through ZONES) with one integration each."""
+    from django.contrib.auth import get_user_model
+
+    from integrations.models import Integration
+    from tenants.models import Membership, Tenant
+
+    user, _ = get_user_model().objects.get_or_create(
+        username="bench", defaults={"email": "bench@example.com"}
+    )
+    created = Tenant.objects.bulk_create(
+        Tenant(
+            name=f"{prefix}-{i}",
+            email=f"ops{i}@bench.example",
+            owner=user,
+            timezone=ZONES[i % len(ZONES)],
+        )
+        for i in range(tenants)
+    )
+    Membership.objects.bulk_create(
+        Membership(tenant=t, user=user, role=Membership.Role.OWNER) for t in created
+    )
+    integrations = Integration.objects.bulk_create(
+        Integration(tenant=t, name=integration, config=config or {}) for t in created
+    )
+    return Fleet([t.pk for t in created], [i.pk for i in integrations])
+
+
+def check_crons(crons: Sequence[str], zones: Sequence[str], at: dt.datetime = NOW) -> None:
+    """Every (cron, zone) pair must fire at ``at``, else "due at NOW" would be a lie."""
+    from scheduler.cron import prev_fire
+
+    wrong = [(c, z) for c in crons for z in zones if prev_fire(c, at, z) != at]
+    if wrong:
+        raise ValueError(f"these crons do not fire at {at.isoformat()}: {wrong}")
+
+
+_INSERT_TASKS = """
+    INSERT INTO scheduler_task (
+        pause_note, name, cron, timezone, kwargs, enabled, catchup, catchup_window,
+        catchup_max, overlap, max_attempts, retry_backoff, next_run_at, missed_count,
+        skipped_count, created_at, updated_at, integration_id, tenant_id)
+    SELECT '', %(name)s, (%(crons)s::text[])[1 + c],
+           CASE WHEN own_zone THEN (%(zones)s::text[])[1 + z] ELSE '' END,
+           '{}'::jsonb, true, 'latest', interval '24 hours', 100, %(overlap)s, 1,
+           interval '60 seconds',
+           COALESCE(%(due_at)s::timestamptz,
+                    (%(nexts)s::timestamptz[])[1 + c * %(nz)s
+                        + CASE WHEN own_zone THEN z ELSE s %% %(nz)s END]),
+           0, 0, now(), now(),
+           (%(integrations)s::bigint[])[1 + s], (%(tenants)s::bigint[])[1 + s]
+      FROM (SELECT g %% %(nt)s AS s,
+                   (g / %(nt)s) %% %(nc)s AS c,
+                   (g / %(nt)s) %% %(nz)s AS z,
+                   (g / %(nt)s / %(nc)s) %% 2 = 1 AS own_zone
+              FROM generate_series(%(start)s::bigint, %(stop)s::bigint) AS g) AS v
+"""
+
+
+def insert_tasks(
+    fleet: Fleet,
+    count: int,
+    *,
+    due_at: dt.datetime | None = NOW,
+    name: str = "get_users",
+    crons: Sequence[str] = CRONS,
+    overlap: str = "skip",
+    offset: int = 0,
+) -> None:
+    """Insert ``count`` enabled Tasks spread round-robin over the fleet's tenants.
+
+    Half of them carry a zone of their own, the others read their tenant's. With
+    ``due_at`` every Task is due then; with ``None`` each waits for its next fire after
+    NOW (none is due at NOW). ``offset`` continues a previous call's pattern.
+    """
+    from scheduler.cron import next_fire
+
+    zones = ZONES  # tenant i reads ZONES[i % len(ZONES)] (make_fleet), hence "s % nz"
+    nexts = [next_fire(cron, NOW, zone) for cron in crons for zone in zones]
+    execute(
+        _INSERT_TASKS,
+        {
+            "name": name,
+            "crons": list(crons),
+            "zones": list(zones),
+            "overlap": overlap,
+            "due_at": due_at,
+            "nexts": nexts,
+            "nz": len(zones),
+            "nc": len(crons),
+            "nt": len(fleet.tenant_ids),
+            "integrations": fleet.integration_ids,
+            "tenants": fleet.tenant_ids,
+            "start": offset,
+            "stop": offset + count - 1,
+        },
+    )
+
+
+def make_due(count: int | None, at: dt.datetime = NOW) -> int:
+    """Make the first ``count`` Tasks (by id; all of them with None) due at ``at``."""
+    if count is None:
+        return execute("UPDATE scheduler_task SET next_run_at = %s, last_run_at = NULL", [at])
+    if count == 0:
+        return 0
+    return execute(
+        "UPDATE scheduler_task SET next_run_at = %s, last_run_at = NULL "
+        "WHERE id IN (SELECT id FROM scheduler_task ORDER BY id LIMIT %s)",
+        [at, count],
+    )
+
+
+def task_count() -> int:
+    return fetch("SELECT count(*) FROM scheduler_task")[0][0]
