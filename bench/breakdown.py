@@ -16,7 +16,7 @@ from typing import Any
 
 #: (module path, attribute, label): the tick's phases, then the parts of defer_runs.
 PHASES = (
-    ("scheduler.tick", "lock_due_tasks", "lock_due_tasks (SELECT … FOR UPDATE, ORM objects)"),
+    ("scheduler.jobs", "lock_due_tasks", "lock_due_tasks (SELECT … FOR UPDATE, plain rows)"),
     ("scheduler.tick", "split_blocked", "split_blocked (next_fire per Task)"),
     ("scheduler.tick", "plan_runs", "plan_runs (catch-up, overlap)"),
     ("scheduler.jobs", "existing_ticks", "  of which existing_ticks query"),
@@ -24,7 +24,6 @@ PHASES = (
     ("scheduler.jobs", "defer_runs", "defer_runs"),
     ("scheduler.jobs", "job_for", "  of which job_for (building Jobs)"),
     ("procrastinate.manager.JobManager", "batch_defer_jobs", "  of which batch_defer_jobs"),
-    ("django.db.models.query.QuerySet", "bulk_create", "  of which TaskRun bulk_create"),
     ("scheduler.jobs", "advance_tasks", "advance_tasks (UPDATE … FROM unnest)"),
     ("scheduler.tick", "record_tick", "record_tick"),
 )

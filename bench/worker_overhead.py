@@ -16,7 +16,6 @@ process (a ``manage.py`` worker would not know it).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -182,7 +181,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     print((metronome, raw), file=sys.stderr)
     if options.profile:
         profile_jobs(jobs)
-    conn_max_age = os.environ.get("CONN_MAX_AGE", "0 (the default)")
+    from django.conf import settings
+
+    conn_max_age = settings.DATABASES["default"]["CONN_MAX_AGE"]
     rows = [
         (
             f"{jobs:,}",

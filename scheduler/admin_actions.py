@@ -32,28 +32,25 @@ def report(request: HttpRequest, done: int, verb: str, skipped: int = 0, why: st
     messages.add_message(request, messages.SUCCESS if not skipped else messages.WARNING, text)
 
 
-@admin.action(description="Enable selected tasks")
-def enable_tasks(modeladmin: Any, request: HttpRequest, queryset: QuerySet) -> None:
+def _set_enabled(request: HttpRequest, queryset: QuerySet, enabled: bool) -> None:
     allowed = editable(queryset, request)
     done = 0
-    for task in allowed.filter(enabled=False):
-        task.enabled = True
+    for task in allowed.filter(enabled=not enabled):
+        task.enabled = enabled  # save() reschedules (or unschedules) the task
         task.save()
         done += 1
-    report(request, done, "task(s) enabled", queryset.count() - allowed.count(), "read-only tenant")
+    verb = "enabled" if enabled else "disabled"
+    report(request, done, f"task(s) {verb}", queryset.count() - allowed.count(), "read-only tenant")
+
+
+@admin.action(description="Enable selected tasks")
+def enable_tasks(modeladmin: Any, request: HttpRequest, queryset: QuerySet) -> None:
+    _set_enabled(request, queryset, True)
 
 
 @admin.action(description="Disable selected tasks")
 def disable_tasks(modeladmin: Any, request: HttpRequest, queryset: QuerySet) -> None:
-    allowed = editable(queryset, request)
-    done = 0
-    for task in allowed.filter(enabled=True):
-        task.enabled = False
-        task.save()
-        done += 1
-    report(
-        request, done, "task(s) disabled", queryset.count() - allowed.count(), "read-only tenant"
-    )
+    _set_enabled(request, queryset, False)
 
 
 def _pause(modeladmin: Any, request: HttpRequest, queryset: QuerySet, tenant_field: str):

@@ -65,8 +65,12 @@ def test_healthy_without_login_and_without_tenant_data(client, tenant):
     assert response.json() == {
         "status": "ok",
         "failing": [],
-        "checks": {"database": "ok", "migrations": "ok", "scheduler": "ok",
-                   "scheduler_worker": "ok"},
+        "checks": {
+            "database": "ok",
+            "migrations": "ok",
+            "scheduler": "ok",
+            "scheduler_worker": "ok",
+        },
     }
     assert tenant.name not in response.content.decode()
     assert "no-cache" in response["Cache-Control"] or "max-age=0" in response["Cache-Control"]

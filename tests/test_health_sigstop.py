@@ -13,11 +13,18 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_frozen_scheduler_fails_healthz_within_30_seconds(client, test_database_url, clean_jobs):
-    env = {**os.environ, "DATABASE_URL": test_database_url, "SCHEDULER_PERIOD": "1",
-           "LOG_LEVEL": "WARNING"}
+    env = {
+        **os.environ,
+        "DATABASE_URL": test_database_url,
+        "SCHEDULER_PERIOD": "1",
+        "LOG_LEVEL": "WARNING",
+    }
     worker = subprocess.Popen(
         [sys.executable, "manage.py", "procrastinate", "worker", "--queues=scheduler"],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         deadline = time.monotonic() + 30

@@ -17,20 +17,32 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_procrastinate_healthchecks_pass(test_database_url):
     result = subprocess.run(
         [sys.executable, "manage.py", "procrastinate", "healthchecks"],
-        cwd=ROOT, env={**os.environ, "DATABASE_URL": test_database_url},
-        capture_output=True, text=True, timeout=60,
+        cwd=ROOT,
+        env={**os.environ, "DATABASE_URL": test_database_url},
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 0, result.stderr
     assert "Database connection: OK" in result.stdout and "Migrations: OK" in result.stdout
 
 
-def test_dashboard_lists_running_workers_with_their_queues(client, django_user_model,
-                                                          test_database_url, clean_jobs):
+def test_dashboard_lists_running_workers_with_their_queues(
+    client, django_user_model, test_database_url, clean_jobs
+):
     worker = subprocess.Popen(
-        [sys.executable, "manage.py", "procrastinate", "worker", "--queues=7,scheduler",
-         "--name=dash-worker"],
-        cwd=ROOT, env={**os.environ, "DATABASE_URL": test_database_url},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "manage.py",
+            "procrastinate",
+            "worker",
+            "--queues=7,scheduler",
+            "--name=dash-worker",
+        ],
+        cwd=ROOT,
+        env={**os.environ, "DATABASE_URL": test_database_url},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         deadline = time.monotonic() + 30

@@ -121,12 +121,7 @@ def autodiscover() -> None:
     if _discovered:
         return
     _discovered = True
-    for module in _subpackages():
-        try:
-            importlib.import_module(f"integrations.{module}.tasks")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"integrations.{module}.tasks":
-                raise
+    import_submodules("tasks")
 
 
 def _subpackages() -> list[str]:

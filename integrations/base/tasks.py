@@ -14,6 +14,7 @@ import datetime as dt
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from procrastinate import JobContext, RetryDecision
@@ -63,14 +64,25 @@ class TaskRetryStrategy(BaseRetryStrategy):
 
 @dataclass(frozen=True)
 class RunContext:
-    """What an integration task gets to know about the run it performs."""
+    """What an integration task gets to know about the run it performs.
 
-    integration: Integration
-    tenant: Tenant
+    The integration and tenant are loaded on first use, so a task that needs neither
+    costs no query.
+    """
+
+    integration_id: int
     task_id: int | None
     scheduled_for: dt.datetime | None
     job_id: int | None
     attempt: int
+
+    @cached_property
+    def integration(self) -> Integration:
+        return Integration.objects.select_related("tenant").get(pk=self.integration_id)
+
+    @property
+    def tenant(self) -> Tenant:
+        return self.integration.tenant
 
     @property
     def config(self) -> dict[str, Any]:
@@ -107,10 +119,8 @@ def integration_task(
             kwargs: dict[str, Any] | None = None,
             retry: dict[str, Any] | None = None,
         ) -> Any:
-            integration = Integration.objects.select_related("tenant").get(pk=integration_id)
             run = RunContext(
-                integration=integration,
-                tenant=integration.tenant,
+                integration_id=integration_id,
                 task_id=task_id,
                 scheduled_for=dt.datetime.fromisoformat(scheduled_for) if scheduled_for else None,
                 job_id=context.job.id,
