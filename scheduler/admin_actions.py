@@ -15,7 +15,7 @@ from procrastinate.contrib.django import app
 
 from scheduler import audit
 from scheduler.admin_forms import PauseForm
-from scheduler.models import AuditEntry, TaskRun
+from scheduler.models import AuditEntry
 from scheduler.runs import run_now
 from tenants.access import editable_tenant_ids
 
@@ -161,8 +161,7 @@ def _job_action(request: HttpRequest, queryset: QuerySet, status: str, verb: str
 @admin.action(description="Retry selected failed jobs")
 def retry_jobs(modeladmin: Any, request: HttpRequest, queryset: QuerySet) -> None:
     def act(job: Any) -> None:
-        app.job_manager.retry_job_by_id(job.id, retry_at=timezone.now())
-        TaskRun.objects.filter(job_id=job.id).update(status=TaskRun.Status.TODO, finished_at=None)
+        app.job_manager.retry_job_by_id(job.id, retry_at=timezone.now())  # TaskRun follows
 
     _job_action(request, queryset, "failed", "retried", act, AuditEntry.Action.JOB_RETRY)
 
@@ -170,8 +169,7 @@ def retry_jobs(modeladmin: Any, request: HttpRequest, queryset: QuerySet) -> Non
 @admin.action(description="Cancel selected waiting (todo) jobs")
 def cancel_jobs(modeladmin: Any, request: HttpRequest, queryset: QuerySet) -> None:
     def act(job: Any) -> None:
-        if app.job_manager.cancel_job_by_id(job.id):
-            TaskRun.objects.filter(job_id=job.id).update(status=TaskRun.Status.CANCELLED)
+        app.job_manager.cancel_job_by_id(job.id)  # the TaskRun follows (trigger)
 
     _job_action(request, queryset, "todo", "cancelled", act, AuditEntry.Action.JOB_CANCEL)
 

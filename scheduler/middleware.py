@@ -27,8 +27,7 @@ _FAILED_SQL = """
                ELSE jsonb_set(attempt_log, ARRAY[(jsonb_array_length(attempt_log) - 1)::text],
                    (attempt_log -> -1) || jsonb_build_object(
                        'finished_at', %(now)s::text, 'outcome', %(outcome)s,
-                       'error', %(summary)s)) END,
-           status = %(status)s
+                       'error', %(summary)s)) END
      WHERE job_id = %(job_id)s
 """
 
@@ -52,7 +51,6 @@ def record_run(call_next: Any, context: JobContext, worker: Any) -> Any:
         _record_failure(
             job.id,
             outcome="retry" if retrying else "failed",
-            status="todo" if retrying else "doing",
             summary=summary,
             error=f"{summary}\n\n{''.join(traceback.format_exception(exc))}",
         )
@@ -62,17 +60,17 @@ def record_run(call_next: Any, context: JobContext, worker: Any) -> Any:
 def mark_stalled(job_id: int) -> None:
     """Close the open attempt of a job whose worker died; the job is being retried."""
     summary = "the worker running this attempt stopped sending heartbeats; retried"
-    _record_failure(job_id, outcome="stalled", status="todo", summary=summary, error=summary)
+    _record_failure(job_id, outcome="stalled", summary=summary, error=summary)
 
 
-def _record_failure(job_id: int, *, outcome: str, status: str, summary: str, error: str) -> None:
+def _record_failure(job_id: int, *, outcome: str, summary: str, error: str) -> None:
+    """The status itself follows when procrastinate fails or retries the job (trigger)."""
     with connection.cursor() as cursor:
         cursor.execute(
             _FAILED_SQL,
             {
                 "job_id": job_id,
                 "outcome": outcome,
-                "status": status,
                 "summary": summary,
                 "error": error,
                 "now": timezone.now(),
