@@ -292,6 +292,8 @@ def start_lateness(
 
     seed.wipe()
     with members_server() as base_url:
+        # The stand-in is a local server: let the bench workers (subprocesses) reach it.
+        os.environ["INTEGRATION_ALLOWED_HOSTS"] = base_url.split("//", 1)[1]
         fleet = seed.make_fleet(2, config={"org": "bench", "base_url": base_url}, prefix="late")
         for tenant_id in fleet.tenant_ids:
             Locker.add("github_token", "bench-token", tenant_id)

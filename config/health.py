@@ -7,15 +7,20 @@ JSON body naming the failing checks. It needs no login and shows no tenant data.
 
 ``/metrics`` is computed from the database on each scrape, by a collector in a registry
 of its own (not prometheus-client's global one), so every web process reports the same
-numbers, whichever one Prometheus reaches. Set ``METRICS_TOKEN`` to require
-``Authorization: Bearer <token>``; it is open when that setting is empty.
+numbers, whichever one Prometheus reaches. With ``DEBUG`` off it answers only a request
+bearing ``Authorization: Bearer <METRICS_TOKEN>`` when that token is set, and otherwise only
+clients whose ``REMOTE_ADDR`` is in ``METRICS_ALLOWED_IPS`` (loopback by default): queue names,
+job counts and lateness say which tenants exist and how busy they are. ``X-Forwarded-For`` is
+never trusted (any client can send it); behind a proxy, list the proxy or set a token.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hmac
+import ipaddress
 from collections.abc import Callable, Iterator
+from functools import lru_cache
 
 from django.conf import settings
 from django.db import DatabaseError, connection
@@ -217,10 +222,31 @@ REGISTRY = CollectorRegistry()
 REGISTRY.register(MetronomeCollector())
 
 
-def _authorized(request: HttpRequest) -> bool:
-    token = settings.METRICS_TOKEN
-    if not token:
-        return True
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@lru_cache(maxsize=8)
+def _networks(entries: tuple[str, ...]) -> tuple[IPNetwork, ...]:
+    """METRICS_ALLOWED_IPS as networks (a bare address is a one-address network)."""
+    return tuple(ipaddress.ip_network(e.strip(), strict=False) for e in entries if e.strip())
+
+
+def address_allowed(remote_addr: str, entries: tuple[str, ...] | list[str]) -> bool:
+    """True when ``remote_addr`` is in one of ``entries`` (IPs or CIDR networks).
+
+    An IPv4 client seen through an IPv6 socket (``::ffff:10.0.0.5``) counts as its IPv4
+    address. An empty or malformed address (a unix-socket server) is allowed nowhere.
+    """
+    try:
+        address = ipaddress.ip_address(remote_addr.strip())
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return any(address in network for network in _networks(tuple(entries)))
+
+
+def _bearer_matches(request: HttpRequest, token: str) -> bool:
     header = request.headers.get("Authorization", "")
     scheme, _, given = header.partition(" ")
     return scheme.lower() == "bearer" and hmac.compare_digest(
@@ -228,24 +254,43 @@ def _authorized(request: HttpRequest) -> bool:
     )
 
 
-@never_cache
-@require_GET
-def metrics(request: HttpRequest) -> HttpResponse:
-    """Prometheus text exposition; 401 without the right bearer token when one is set."""
-    if not _authorized(request):
-        response = HttpResponse(
-            "Missing or wrong bearer token: send 'Authorization: Bearer <METRICS_TOKEN>'.\n",
-            status=401,
-            content_type="text/plain; charset=utf-8",
+def _text(message: str, status: int) -> HttpResponse:
+    return HttpResponse(message, status=status, content_type="text/plain; charset=utf-8")
+
+
+def _refusal(request: HttpRequest) -> HttpResponse | None:
+    """None when the request may read /metrics, else the 401 or 403 that says why not."""
+    token = settings.METRICS_TOKEN
+    if token:
+        if _bearer_matches(request, token):
+            return None
+        response = _text(
+            "Missing or wrong bearer token: send 'Authorization: Bearer <METRICS_TOKEN>'.\n", 401
         )
         response["WWW-Authenticate"] = 'Bearer realm="metrics"'
         return response
+    if settings.DEBUG:
+        return None
+    remote = request.META.get("REMOTE_ADDR", "")
+    if address_allowed(remote, settings.METRICS_ALLOWED_IPS):
+        return None
+    return _text(
+        f"/metrics is not served to {remote or 'this client'}: add its address (or, behind a "
+        "proxy, the proxy's) to METRICS_ALLOWED_IPS, or set METRICS_TOKEN and send "
+        "'Authorization: Bearer <METRICS_TOKEN>'.\n",
+        403,
+    )
+
+
+@never_cache
+@require_GET
+def metrics(request: HttpRequest) -> HttpResponse:
+    """Prometheus text exposition; 401 (token) or 403 (address) for readers not allowed."""
+    refusal = _refusal(request)
+    if refusal is not None:
+        return refusal
     try:
         payload = generate_latest(REGISTRY)
     except DatabaseError as exc:
-        return HttpResponse(
-            f"metrics unavailable: database error ({type(exc).__name__})\n",
-            status=503,
-            content_type="text/plain; charset=utf-8",
-        )
+        return _text(f"metrics unavailable: database error ({type(exc).__name__})\n", 503)
     return HttpResponse(payload, content_type=CONTENT_TYPE_LATEST)

@@ -7,6 +7,7 @@ and must then provide a ``SECRET_KEY``.
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 
 import environ
@@ -34,6 +35,42 @@ if not SECRET_KEY:
 
 ALLOWED_HOSTS: list[str] = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost"])
 CSRF_TRUSTED_ORIGINS: list[str] = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+# HTTPS in production (docs/operations.md, "Production settings"). Off by default so that
+# `./run.sh` and docker compose work over plain http; `manage.py check --deploy` names each
+# one that production still lacks.
+
+
+def _proxy_ssl_header(value: str) -> tuple[str, str] | None:
+    """``HTTP_X_FORWARDED_PROTO,https`` -> Django's (META name, value) pair; empty -> None."""
+    if not value.strip():
+        return None
+    parts = [part.strip() for part in value.split(",")]
+    if len(parts) != 2 or not all(parts) or not parts[0].startswith("HTTP_"):
+        raise ImproperlyConfigured(
+            f"SECURE_PROXY_SSL_HEADER={value!r} is not 'HEADER,VALUE'. Set it to the header "
+            "your proxy sets on HTTPS requests, as Django names it, and its value, e.g. "
+            "SECURE_PROXY_SSL_HEADER=HTTP_X_FORWARDED_PROTO,https (and only behind a proxy "
+            "that overwrites that header)."
+        )
+    return parts[0], parts[1]
+
+
+SECURE_PROXY_SSL_HEADER = _proxy_ssl_header(env.str("SECURE_PROXY_SSL_HEADER", default=""))
+SECURE_SSL_REDIRECT: bool = env.bool("SECURE_SSL_REDIRECT", default=False)
+SESSION_COOKIE_SECURE: bool = env.bool("SESSION_COOKIE_SECURE", default=False)
+CSRF_COOKIE_SECURE: bool = env.bool("CSRF_COOKIE_SECURE", default=False)
+SECURE_HSTS_SECONDS: int = env.int("SECURE_HSTS_SECONDS", default=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS: bool = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=False)
+SECURE_HSTS_PRELOAD: bool = env.bool("SECURE_HSTS_PRELOAD", default=False)
+SECURE_CONTENT_TYPE_NOSNIFF: bool = env.bool("SECURE_CONTENT_TYPE_NOSNIFF", default=True)
+# Load balancers and the compose health check probe /healthz over plain http; it shows no
+# tenant data. Everything else, /metrics and its token included, is redirected.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+
+# Error pages (DEBUG) and error e-mails hide passwords in URLs, keys and tokens, in settings,
+# the environment and frame variables alike; see config/errors.py.
+DEFAULT_EXCEPTION_REPORTER_FILTER = "config.errors.MetronomeExceptionReporterFilter"
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -185,6 +222,22 @@ LOCKER_KEYS: list[str] = env.list("LOCKER_KEYS", default=[])
 # only if DEBUG is on at start-up (decided here, once: pytest-django turns DEBUG off while
 # tests run). With DEBUG off and no LOCKER_KEYS, every use of the Locker fails with a message.
 LOCKER_DEVELOPMENT_KEY: bool = DEBUG and not LOCKER_KEYS
-# Bearer token required by /metrics (`Authorization: Bearer <token>`); /metrics is open
-# when it is empty. /healthz is always open and shows no tenant data.
+# Who may read /metrics when DEBUG is off: with METRICS_TOKEN set, a request bearing it
+# (`Authorization: Bearer <token>`); without it, clients whose address (REMOTE_ADDR, never
+# X-Forwarded-For) is in METRICS_ALLOWED_IPS, a comma list of IPs and CIDR networks, loopback
+# only by default. Behind a proxy, REMOTE_ADDR is the proxy: list it, or set a token.
+# /healthz is always open and shows no tenant data.
 METRICS_TOKEN: str = env.str("METRICS_TOKEN", default="")
+METRICS_ALLOWED_IPS: list[str] = env.list("METRICS_ALLOWED_IPS", default=["127.0.0.0/8", "::1"])
+for _network in METRICS_ALLOWED_IPS:
+    try:
+        ipaddress.ip_network(_network.strip(), strict=False)
+    except ValueError:
+        raise ImproperlyConfigured(
+            f"METRICS_ALLOWED_IPS entry {_network!r} is not an IP address or CIDR network; "
+            "use a comma list such as METRICS_ALLOWED_IPS=127.0.0.0/8,::1,10.0.0.5"
+        ) from None
+# Hosts integrations may reach besides their type's own (api.github.com for github): a comma
+# list of `host` (port 443) or `host:port`, e.g. a GitHub Enterprise server. A listed
+# host:port may resolve to a private address; nothing else may. See integrations/base/egress.py.
+INTEGRATION_ALLOWED_HOSTS: list[str] = env.list("INTEGRATION_ALLOWED_HOSTS", default=[])

@@ -11,7 +11,8 @@ from django.http import HttpRequest
 from integrations.base import registry
 from integrations.github.models import GithubUser
 from integrations.models import Integration
-from tenants.access import TenantScopedAdmin, can_edit
+from tenants.access import can_edit
+from tenants.admin_base import TenantScopedAdmin, ValuesFilter
 
 
 class IntegrationForm(forms.ModelForm):
@@ -43,7 +44,11 @@ class TaskInline(admin.TabularInline):
 class IntegrationAdmin(TenantScopedAdmin):
     form = IntegrationForm
     list_display = ["name", "tenant", "enabled", "created_at"]
-    list_filter = ["name", "enabled", ("tenant", admin.RelatedOnlyFieldListFilter)]
+    list_filter = [
+        ValuesFilter.of("name", "integration type"),
+        "enabled",
+        ("tenant", admin.RelatedOnlyFieldListFilter),
+    ]
     search_fields = ["name", "tenant__name"]
     list_select_related = ["tenant"]
     inlines = [TaskInline]

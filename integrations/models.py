@@ -2,16 +2,77 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from django.core.exceptions import ValidationError
 from django.db import models, transaction
+from django.db.models import Value
 
 from integrations.base import registry
 from tenants.models import Tenant
 
 if TYPE_CHECKING:
     from scheduler.models import Task
+
+
+#: Set while bulk_update() writes values it has checked (through update() and CASE).
+_values_checked: ContextVar[bool] = ContextVar("values_checked", default=False)
+
+
+class CheckedQuerySet(models.QuerySet):
+    """A QuerySet whose bulk writes check some fields as ``save()`` does.
+
+    ``update()``, ``bulk_create()`` and ``bulk_update()`` skip ``save()``; here they
+    raise the same ValidationError (keyed by field) before writing anything.
+    """
+
+    #: field name -> a check raising ValidationError for a bad value
+    checked_fields: ClassVar[dict[str, Callable[[Any], object]]] = {}
+
+    @classmethod
+    def check_value(cls, name: str, value: Any) -> None:
+        if isinstance(value, Value):
+            value = value.value
+        elif hasattr(value, "resolve_expression"):
+            raise ValidationError(
+                {name: f"{name} is checked before it is written: give a plain value, not {value}."}
+            )
+        try:
+            cls.checked_fields[name](value)
+        except ValidationError as exc:
+            raise ValidationError({name: exc.error_list}) from None
+
+    def update(self, **kwargs: Any) -> int:
+        if not _values_checked.get():
+            for name in self.checked_fields.keys() & kwargs.keys():
+                self.check_value(name, kwargs[name])
+        return super().update(**kwargs)
+
+    def bulk_create(self, objs: Iterable[models.Model], *args: Any, **kwargs: Any) -> list:
+        objs = list(objs)
+        for obj in objs:
+            for name in self.checked_fields:
+                self.check_value(name, getattr(obj, name))
+        return super().bulk_create(objs, *args, **kwargs)
+
+    def bulk_update(
+        self, objs: Iterable[models.Model], fields: Iterable[str], *args: Any, **kwargs: Any
+    ) -> int:
+        objs, fields = list(objs), list(fields)
+        for name in self.checked_fields.keys() & set(fields):
+            for obj in objs:
+                self.check_value(name, getattr(obj, name))
+        token = _values_checked.set(True)
+        try:
+            return super().bulk_update(objs, fields, *args, **kwargs)
+        finally:
+            _values_checked.reset(token)
+
+
+class IntegrationQuerySet(CheckedQuerySet):
+    checked_fields: ClassVar[dict[str, Callable[[Any], object]]] = {"name": registry.get_type}
 
 
 class Integration(models.Model):
@@ -26,6 +87,8 @@ class Integration(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
+    objects = models.Manager.from_queryset(IntegrationQuerySet)()
+
     class Meta:
         ordering = ["tenant", "name"]
         constraints = [
@@ -36,6 +99,13 @@ class Integration(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.tenant_id and self.tenant})"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        """Save, refusing an unknown integration type whatever the caller (ORM included)."""
+        update_fields = kwargs.get("update_fields")
+        if update_fields is None or "name" in update_fields:
+            IntegrationQuerySet.check_value("name", self.name)
+        super().save(*args, **kwargs)
 
     @property
     def type(self) -> type[registry.IntegrationType]:

@@ -2,24 +2,68 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from django.contrib import admin
+from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.db.models import OuterRef, QuerySet, Subquery
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, JsonResponse, QueryDict
 from django.urls import path, reverse
 from django.utils.html import format_html
 from procrastinate.contrib.django.models import ProcrastinateJob
 
+from integrations.models import Integration
 from scheduler import admin_actions as actions
 from scheduler.admin_forms import TaskForm
 from scheduler.models import AuditEntry, SchedulerTick, Task, TaskRun
 from scheduler.preview import cron_preview
-from tenants.access import TenantScopedAdmin, can_view, tenant_roles, visible_queues
+from tenants.access import scope, tenant_roles, visible_queues
+from tenants.admin_base import (
+    AllowlistedQueryAdmin,
+    TenantScopedAdmin,
+    ValuesFilter,
+    may_run_actions,
+)
 from tenants.models import Tenant
 
 RUNS_PER_PAGE = 20
+
+#: The cron preview's parameters and the longest value each accepts.
+PREVIEW_PARAMS = {
+    "cron": Task._meta.get_field("cron").max_length,
+    "timezone": Task._meta.get_field("timezone").max_length,
+    "integration": 18,
+}
+_INTEGRATION_ID = re.compile(r"[0-9]{1,18}")
+
+
+def preview_params(query: QueryDict) -> dict[str, str]:
+    """The cron preview's parameters; ValidationError saying what is wrong with junk.
+
+    Each is optional and given at most once, bounded in length, free of NUL bytes;
+    ``integration`` is an integration id. Other parameters (a cache buster) are ignored.
+    """
+    values = {}
+    for name, limit in PREVIEW_PARAMS.items():
+        given = query.getlist(name)
+        if len(given) > 1:
+            raise ValidationError(f"Give '{name}' once, not {len(given)} times.")
+        value = given[0] if given else ""
+        if "\x00" in value:
+            raise ValidationError(f"'{name}' contains a NUL byte; remove it.")
+        if len(value) > limit:
+            raise ValidationError(
+                f"'{name}' is {len(value)} characters long; at most {limit} are accepted."
+            )
+        values[name] = value
+    if values["integration"] and not _INTEGRATION_ID.fullmatch(values["integration"]):
+        raise ValidationError(
+            "'integration' must be an integration id, a whole number such as 12; "
+            f"got {values['integration'][:40]!r}."
+        )
+    return values
 
 
 def job_link(job_id: int | None) -> str:
@@ -76,7 +120,7 @@ class TaskAdmin(TenantScopedAdmin):
     ]
     list_filter = [
         ("tenant", admin.RelatedOnlyFieldListFilter),
-        "integration__name",
+        ValuesFilter.of("integration__name", "integration type"),
         "enabled",
         PausedFilter,
         LastRunStatusFilter,
@@ -119,6 +163,8 @@ class TaskAdmin(TenantScopedAdmin):
                     "missed_count",
                     "skipped_count",
                     "last_skipped_at",
+                    "plan_error",
+                    "plan_error_at",
                 ]
             },
         ),
@@ -129,6 +175,8 @@ class TaskAdmin(TenantScopedAdmin):
         "missed_count",
         "skipped_count",
         "last_skipped_at",
+        "plan_error",
+        "plan_error_at",
         "paused_at",
     ]
 
@@ -148,6 +196,10 @@ class TaskAdmin(TenantScopedAdmin):
     def last_status_display(self, obj: Task) -> str:
         return getattr(obj, "last_status", None) or "—"
 
+    def save_model(self, request: HttpRequest, obj: Task, form: Any, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        form.warn(request)  # e.g. a cron that looks written seconds-first
+
     def get_urls(self) -> list:
         preview = self.admin_site.admin_view(self.cron_preview_view)
         return [
@@ -156,19 +208,26 @@ class TaskAdmin(TenantScopedAdmin):
         ]
 
     def cron_preview_view(self, request: HttpRequest) -> JsonResponse:
-        """JSON for the change form's live preview; the zone defaults to the tenant's."""
-        zone = request.GET.get("timezone") or ""
-        if not zone:
-            from integrations.models import Integration
+        """JSON for the change form's live preview; the zone defaults to the tenant's.
 
+        Junk parameters answer 400 with ``{"ok": false, "error": ...}``. An integration the
+        user may not see is treated as none given (UTC), so its tenant's zone stays hidden.
+        """
+        try:
+            params = preview_params(request.GET)
+        except ValidationError as exc:
+            return JsonResponse({"ok": False, "error": " ".join(exc.messages)}, status=400)
+        zone = params["timezone"]
+        if not zone and params["integration"]:
             integration = (
-                Integration.objects.filter(pk=request.GET.get("integration") or None)
+                scope(Integration.objects, request.user, "tenant")
+                .filter(pk=int(params["integration"]))
                 .select_related("tenant")
                 .first()
             )
-            if integration is not None and can_view(request.user, integration.tenant_id):
+            if integration is not None:
                 zone = integration.tenant.timezone
-        return JsonResponse(cron_preview(request.GET.get("cron", ""), zone or "UTC"))
+        return JsonResponse(cron_preview(params["cron"], zone or "UTC"))
 
     def change_view(
         self,
@@ -238,16 +297,7 @@ class QueueFilter(admin.SimpleListFilter):
         return queryset.filter(queue_name=self.value()) if self.value() else queryset
 
 
-class TaskNameFilter(admin.SimpleListFilter):
-    title = "task"
-    parameter_name = "task_name"
-
-    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        names = model_admin.get_queryset(request).values_list("task_name", flat=True)
-        return [(n, n) for n in sorted(set(names.distinct()))]
-
-    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
-        return queryset.filter(task_name=self.value()) if self.value() else queryset
+TaskNameFilter = ValuesFilter.of("task_name", "task")
 
 
 if admin.site.is_registered(ProcrastinateJob):
@@ -255,7 +305,7 @@ if admin.site.is_registered(ProcrastinateJob):
 
 
 @admin.register(ProcrastinateJob)
-class JobAdmin(admin.ModelAdmin):
+class JobAdmin(AllowlistedQueryAdmin):
     """procrastinate's jobs, scoped by queue (a tenant's queue is its id)."""
 
     list_display = [
@@ -308,7 +358,8 @@ class JobAdmin(admin.ModelAdmin):
         return queues is None or obj.queue_name in queues
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return obj is None and self.has_module_permission(request)  # actions only
+        # Actions only, for those who may edit some tenant; viewers read.
+        return obj is None and may_run_actions(request.user)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -320,7 +371,7 @@ class JobAdmin(admin.ModelAdmin):
 
 
 @admin.register(SchedulerTick)
-class SchedulerTickAdmin(admin.ModelAdmin):
+class SchedulerTickAdmin(AllowlistedQueryAdmin):
     list_display = [
         "tick_time",
         "started_at",
@@ -330,6 +381,7 @@ class SchedulerTickAdmin(admin.ModelAdmin):
         "skipped",
         "missed",
         "blocked",
+        "errors",
     ]
     date_hierarchy = "started_at"
 
@@ -352,7 +404,11 @@ class SchedulerTickAdmin(admin.ModelAdmin):
 @admin.register(AuditEntry)
 class AuditEntryAdmin(TenantScopedAdmin):
     list_display = ["created_at", "username", "action", "model", "object_repr", "tenant"]
-    list_filter = ["action", "model", ("tenant", admin.RelatedOnlyFieldListFilter)]
+    list_filter = [
+        ValuesFilter.of("action", "action", labels=dict(AuditEntry.Action.choices)),
+        ValuesFilter.of("model", "model"),
+        ("tenant", admin.RelatedOnlyFieldListFilter),
+    ]
     search_fields = ["object_repr", "username"]
     list_select_related = ["tenant"]
     readonly_fields = [

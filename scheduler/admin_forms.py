@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from django import forms
+from django.contrib import messages
+from django.http import HttpRequest
 
 from integrations.base import registry
 from scheduler.models import Task
+from scheduler.preview import cron_warnings
 from tenants.models import time_zone_names
 
 
@@ -47,6 +50,11 @@ class TaskForm(forms.ModelForm):
                 attrs={"class": "vTextField", "data-cron-preview": "1", "autocomplete": "off"}
             ),
         }
+
+    def warn(self, request: HttpRequest) -> None:
+        """Show the saved cron's warnings as messages: forms have errors, not warnings."""
+        for warning in cron_warnings(self.cleaned_data.get("cron") or ""):
+            messages.warning(request, warning)
 
 
 class PauseForm(forms.Form):

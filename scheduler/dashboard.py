@@ -1,7 +1,8 @@
 """The admin dashboard: queues, a 24-hour chart of runs, failures, workers, last tick.
 
 Every figure is computed for the tenants the user may see; a fixed number of queries
-whatever the number of tenants, runs or jobs.
+whatever the number of tenants, runs or jobs. A staff user who belongs to no tenant sees
+no figure at all (not even workers or the scheduler's last tick), only whom to ask.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
+from django.conf import settings
 from django.contrib import admin
 from django.db import connection
 from django.db.models import Count
@@ -21,7 +23,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from scheduler.models import SchedulerTick, TaskRun, WorkerInfo
-from tenants.access import scope, visible_queues
+from tenants.access import scope, visible_queues, visible_tenant_ids
 from tenants.models import Tenant
 
 STATUS_COLOURS = {
@@ -37,6 +39,14 @@ CHART_HOURS = 24
 def dashboard_view(request: HttpRequest) -> HttpResponse:
     now = timezone.now()
     user = request.user
+    if visible_tenant_ids(user) == []:
+        context = {
+            **admin.site.each_context(request),
+            "title": "Dashboard",
+            "no_tenant": True,
+            "operators": operator_contacts(),
+        }
+        return TemplateResponse(request, "admin/scheduler/dashboard.html", context)
     context = {
         **admin.site.each_context(request),
         "title": "Dashboard",
@@ -52,6 +62,11 @@ def dashboard_view(request: HttpRequest) -> HttpResponse:
         "show_tick_figures": user.is_superuser,
     }
     return TemplateResponse(request, "admin/scheduler/dashboard.html", context)
+
+
+def operator_contacts() -> list[str]:
+    """Whom a user without a tenant asks: the site's ``ADMINS``, if the operator set any."""
+    return [f"{name} <{email}>" if name else email for name, email in settings.ADMINS]
 
 
 @dataclass

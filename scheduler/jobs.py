@@ -44,6 +44,7 @@ class DueTask:
     paused: bool  # the Task, at the tick's time
     owner_blocked: bool  # tenant inactive or paused, or integration disabled
     integration_type: str
+    plan_error: str  # why the last tick could not plan it ("" when it could)
 
     def retry_policy(self) -> dict[str, Any]:
         return {
@@ -60,7 +61,7 @@ _DUE_SQL = """
            (t.paused_at IS NOT NULL AND (t.paused_until IS NULL OR t.paused_until > %(now)s)),
            (NOT n.is_active OR NOT i.enabled OR (n.paused_at IS NOT NULL
                AND (n.paused_until IS NULL OR n.paused_until > %(now)s))),
-           i.name
+           i.name, t.plan_error
       FROM scheduler_task t
       JOIN tenants_tenant n ON n.id = t.tenant_id
       JOIN integrations_integration i ON i.id = t.integration_id
@@ -218,17 +219,22 @@ def existing_ticks(pairs: Iterable[tuple[int, dt.datetime]]) -> set[tuple[int, d
         return set(cursor.fetchall())
 
 
+# Counters saturate at the column's maximum rather than fail the whole tick's UPDATE.
 _ADVANCE_SQL = """
     UPDATE scheduler_task AS t
        SET next_run_at = v.next_run_at,
            last_run_at = COALESCE(v.last_run_at, t.last_run_at),
-           missed_count = t.missed_count + v.missed,
-           skipped_count = t.skipped_count + v.skipped,
-           last_skipped_at = CASE WHEN v.skipped > 0 THEN %s::timestamptz
-                                  ELSE t.last_skipped_at END
-      FROM jsonb_to_recordset(%s::jsonb)
-           AS v(id bigint, next_run_at timestamptz, last_run_at timestamptz, missed int,
-                skipped int)
+           missed_count = LEAST(t.missed_count::bigint + v.missed, 2147483647),
+           skipped_count = LEAST(t.skipped_count::bigint + v.skipped, 2147483647),
+           last_skipped_at = CASE WHEN v.skipped > 0 THEN %(now)s::timestamptz
+                                  ELSE t.last_skipped_at END,
+           plan_error = v.error,
+           plan_error_at = CASE WHEN v.error = '' THEN NULL
+                                WHEN v.error = t.plan_error THEN t.plan_error_at
+                                ELSE %(now)s::timestamptz END
+      FROM jsonb_to_recordset(%(rows)s::jsonb)
+           AS v(id bigint, next_run_at timestamptz, last_run_at timestamptz, missed bigint,
+                skipped bigint, error text)
      WHERE t.id = v.id
 """
 
@@ -240,28 +246,34 @@ class Advance:
     last_run_at: dt.datetime | None = None
     missed: int = 0
     skipped: int = 0
+    error: str = ""  # why the Task could not be planned; "" clears a previous error
 
 
 def advance_tasks(advances: list[Advance], now: dt.datetime) -> None:
-    """One UPDATE for every due Task (Django's bulk_update is quadratic in PostgreSQL)."""
+    """One UPDATE for every due Task (Django's bulk_update is quadratic in PostgreSQL).
+
+    ``plan_error_at`` keeps the tick at which the current error first came; an empty
+    error clears both.
+    """
     if not advances:
         return
     with connection.cursor() as cursor:
         cursor.execute(
             _ADVANCE_SQL,
-            [
-                now,
-                _rows(
+            {
+                "now": now,
+                "rows": _rows(
                     {
                         "id": a.task_id,
                         "next_run_at": a.next_run_at,
                         "last_run_at": a.last_run_at,
                         "missed": a.missed,
                         "skipped": a.skipped,
+                        "error": a.error,
                     }
                     for a in advances
                 ),
-            ],
+            },
         )
 
 

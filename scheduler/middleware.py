@@ -6,6 +6,12 @@ todo, the TaskRun and its ``attempt_log`` follow in the same transaction, at no 
 round trip. What only Python knows — the exception of a failed attempt, whether it will
 be retried — is written by this worker-wide sync task middleware (installed by
 ``scheduler.hooks.on_app_ready``), which also tags the attempt's log lines.
+
+A failure's text is read by every member of the tenant and by whoever reads the worker's
+log, and it may quote a remote server that echoed the token back. Before it is stored,
+every Locker value of the job's tenant is masked in it, in place in the exception too, so
+procrastinate's own log line of the failure (written after this middleware returns) shows
+the masked text; the values are remembered so the log filter masks them in any line.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from django.db import connection
 from django.utils import timezone
 from procrastinate import JobContext
 
+from integrations.base import redact
 from scheduler.logcontext import job_context
 
 # Closes the open attempt with its outcome; the trigger then leaves the entry alone.
@@ -47,14 +54,40 @@ def record_run(call_next: Any, context: JobContext, worker: Any) -> Any:
     except BaseException as exc:
         strategy = context.task.retry_strategy if context.task else None
         retrying = strategy is not None and strategy.get_retry_exception(exc, job) is not None
-        summary = f"{type(exc).__name__}: {exc}"
+        secrets = _job_secrets(job)
+        clean = redact.scrub_exception(exc, secrets)
+        summary = redact.redact(f"{type(exc).__name__}: {exc}", secrets)
+        trace = redact.redact("".join(traceback.format_exception(exc)), secrets)
         _record_failure(
             job.id,
             outcome="retry" if retrying else "failed",
             summary=summary,
-            error=f"{summary}\n\n{''.join(traceback.format_exception(exc))}",
+            error=f"{summary}\n\n{trace}",
         )
+        if not clean and isinstance(exc, Exception):
+            # Its text would not come clean: what travels on (to procrastinate's log and
+            # retry decision) is a plain error with the masked text, retried by the policy.
+            raise redact.RedactedError(summary) from None
         raise
+
+
+def _job_secrets(job: Any) -> list[str]:
+    """The Locker values of the job's tenant (plus every value this process has read), and
+    remember them for the log filter. Never fails: the job's own error matters more."""
+    secrets = redact.known_secrets()
+    try:
+        from integrations.models import Integration
+
+        tenant_id = (
+            Integration.objects.filter(pk=job.task_kwargs.get("integration_id"))
+            .values_list("tenant_id", flat=True)
+            .first()
+        )
+        tenant_values = redact.tenant_secrets(tenant_id)
+    except Exception:  # e.g. the database is gone; keep what we know
+        return secrets
+    redact.remember(tenant_values)
+    return [*tenant_values, *secrets]
 
 
 def mark_stalled(job_id: int) -> None:

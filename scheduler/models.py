@@ -3,22 +3,37 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils import timezone
 
-from integrations.models import Integration
+from integrations.models import CheckedQuerySet, Integration
 from scheduler.cron import next_fire, validate_cron
 from tenants.models import Pausable, Tenant, validate_time_zone
 
 #: Fields only the scheduler writes; a plain save() leaves them alone so that an edit
 #: made with a stale instance never rewinds the schedule (which could replay a tick).
 SCHEDULER_FIELDS = frozenset(
-    {"next_run_at", "last_run_at", "missed_count", "skipped_count", "last_skipped_at"}
+    {
+        "next_run_at",
+        "last_run_at",
+        "missed_count",
+        "skipped_count",
+        "last_skipped_at",
+        "plan_error",
+        "plan_error_at",
+    }
 )
+
+
+class TaskQuerySet(CheckedQuerySet):
+    """Tasks; ``update(cron=...)`` and bulk writes refuse an invalid cron."""
+
+    checked_fields: ClassVar[dict[str, Callable[[Any], object]]] = {"cron": validate_cron}
 
 
 class Task(Pausable):
@@ -101,8 +116,21 @@ class Task(Pausable):
         default=0, editable=False, help_text="Ticks skipped by the overlap policy."
     )
     last_skipped_at = models.DateTimeField(null=True, blank=True, editable=False)
+    plan_error = models.TextField(
+        blank=True,
+        default="",
+        db_default="",
+        editable=False,
+        help_text="Why the scheduler could not plan this task's runs; empty when it can. "
+        "It retries every tick and clears this once planning succeeds.",
+    )
+    plan_error_at = models.DateTimeField(
+        null=True, blank=True, editable=False, help_text="Tick at which this error first came."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+
+    objects = models.Manager.from_queryset(TaskQuerySet)()
 
     class Meta:
         ordering = ["tenant", "integration", "name", "id"]
@@ -119,6 +147,8 @@ class Task(Pausable):
         return f"{self.integration.name}.{self.name} [{self.cron}]"
 
     def save(self, *args: Any, now: dt.datetime | None = None, **kwargs: Any) -> None:
+        if kwargs.get("update_fields") is None or "cron" in kwargs["update_fields"]:
+            TaskQuerySet.check_value("cron", self.cron)  # same error as full_clean
         integration = self._integration_or_none()
         if integration is None:
             raise ValidationError({"integration": "A task needs an integration."})
@@ -287,6 +317,9 @@ class SchedulerTick(models.Model):
     missed = models.PositiveIntegerField(default=0, help_text="Missed ticks not run (catch-up).")
     blocked = models.PositiveIntegerField(
         default=0, help_text="Due but paused, or tenant/integration disabled."
+    )
+    errors = models.PositiveIntegerField(
+        default=0, help_text="Due Tasks that could not be planned (see their plan error)."
     )
 
     class Meta:

@@ -1,4 +1,4 @@
-"""A cron expression explained for people: plain language and the next run times."""
+"""A cron expression explained for people: plain language, the next run times, warnings."""
 
 from __future__ import annotations
 
@@ -9,17 +9,28 @@ from cron_descriptor import Options, get_description
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 
-from scheduler.cron import get_zone, next_fires, validate_cron
+from scheduler.cron import get_zone, next_fires, normalize, seconds_first_warning, validate_cron
 from tenants.models import validate_time_zone
 
 
 def describe(cron: str) -> str:
-    fields = cron.split()
+    """Plain language for a valid expression.
+
+    cron-descriptor reads the normalised form (``@daily`` as ``0 0 * * *``, ``5-5`` as
+    ``5``), so it describes what runs rather than its own reading of the text.
+    """
+    fields = normalize(cron).split()
     if len(fields) == 6:  # ours has seconds last; cron-descriptor wants them first
         fields = [fields[5], *fields[:5]]
     options = Options()
     options.use_24hour_time_format = True
     return get_description(" ".join(fields), options)
+
+
+def cron_warnings(cron: str) -> list[str]:
+    """Non-blocking remarks on an expression (e.g. one that looks written seconds-first)."""
+    warning = seconds_first_warning(cron)
+    return [warning] if warning else []
 
 
 def cron_preview(
@@ -30,13 +41,14 @@ def cron_preview(
         validate_cron(cron)
         validate_time_zone(zone)
     except ValidationError as exc:
-        return {"ok": False, "error": " ".join(exc.messages)}
+        return {"ok": False, "error": " ".join(exc.messages), "warnings": []}
     tz = get_zone(zone)
     fires = next_fires(cron, now or timezone.now(), zone, count)
     return {
         "ok": True,
         "description": describe(cron),
         "zone": zone,
+        "warnings": cron_warnings(cron),
         "next": [
             {
                 "local": f.astimezone(tz).strftime("%Y-%m-%d %H:%M:%S %Z"),

@@ -9,11 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib import admin
 from django.db.models import QuerySet
-from django.http import Http404, HttpRequest
 
-from tenants.models import Membership, Tenant
+from tenants.models import Membership
 
 EDIT_ROLES = (Membership.Role.OWNER, Membership.Role.ADMIN)
 _CACHE_ATTR = "_metronome_tenant_roles"
@@ -71,58 +69,26 @@ def scope(queryset: QuerySet, user: Any, path: str) -> QuerySet:
     return queryset if ids is None else queryset.filter(**{f"{path}__in": ids})
 
 
-class TenantScopedAdmin(admin.ModelAdmin):
-    """ModelAdmin whose rows belong to a tenant reachable through ``tenant_path``.
+# Roles inside a tenant. Owners (and superusers) manage owners, roles and the tenant's
+# ``is_active`` flag; admins manage viewers and admins other than themselves; viewers read.
 
-    Staff members get access from their memberships rather than Django permissions;
-    another tenant's object answers 404, and foreign-key choices list only tenants
-    (and their objects) the user may edit.
-    """
 
-    tenant_path = "tenant"  # ORM path from the model to its Tenant (id)
+def role_in(user: Any, tenant_id: int | None) -> str | None:
+    """The user's role in the (active) tenant, or None when they are not a member."""
+    if tenant_id is None:
+        return None
+    return tenant_roles(user).get(tenant_id)
 
-    def get_queryset(self, request: HttpRequest) -> QuerySet:
-        return scope(super().get_queryset(request), request.user, self.tenant_path)
 
-    def tenant_id_of(self, obj: Any) -> int | None:
-        value = obj
-        for part in self.tenant_path.split("__"):
-            value = getattr(value, part, None)
-            if value is None:
-                return None
-        return value.pk if isinstance(value, Tenant) else value
+def can_manage_owners(user: Any, tenant_id: int | None) -> bool:
+    """Whether the user may grant, change or remove the owner role and deactivate the tenant."""
+    return user.is_superuser or role_in(user, tenant_id) == Membership.Role.OWNER
 
-    def has_module_permission(self, request: HttpRequest) -> bool:
-        return request.user.is_superuser or bool(tenant_roles(request.user))
 
-    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        if obj is None:
-            return self.has_module_permission(request)
-        return can_view(request.user, self.tenant_id_of(obj))
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        if obj is None:
-            return request.user.is_superuser or bool(editable_tenant_ids(request.user))
-        return can_edit(request.user, self.tenant_id_of(obj))
-
-    def has_add_permission(self, request: HttpRequest, *args: Any) -> bool:
-        return self.has_change_permission(request)
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return self.has_change_permission(request, obj)
-
-    def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any):
-        field = super().formfield_for_foreignkey(db_field, request, **kwargs)
-        related = db_field.related_model
-        ids = editable_tenant_ids(request.user)
-        if field is not None and ids is not None:
-            if related is Tenant:
-                field.queryset = field.queryset.filter(pk__in=ids)
-            elif any(f.name == "tenant" for f in related._meta.fields):
-                field.queryset = field.queryset.filter(tenant_id__in=ids)
-        return field
-
-    def _get_obj_does_not_exist_redirect(self, request: HttpRequest, opts: Any, object_id: str):
-        # Django redirects to the index with a message; for another tenant's object we
-        # answer like for a missing one, without saying whether it exists.
-        raise Http404(f"No {opts.verbose_name} with id {object_id} here.")
+def grantable_roles(user: Any, tenant_id: int | None) -> tuple[str, ...]:
+    """The roles the user may give to (other) members of the tenant; empty for viewers."""
+    if can_manage_owners(user, tenant_id):
+        return tuple(Membership.Role.values)
+    if role_in(user, tenant_id) == Membership.Role.ADMIN:
+        return (Membership.Role.ADMIN, Membership.Role.VIEWER)
+    return ()

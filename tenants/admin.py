@@ -8,14 +8,30 @@ from django import forms
 from django.contrib import admin
 from django.http import HttpRequest
 
-from tenants.access import TenantScopedAdmin, can_edit
+from tenants import keycheck
+from tenants.access import can_edit, can_manage_owners
+from tenants.admin_base import TenantScopedAdmin
+from tenants.admin_members import MembershipForm, MembershipFormSet, owner_members
+from tenants.crypto import LockerError
 from tenants.models import Locker, Membership, Tenant, default_time_zone, time_zone_names
 
 
 class MembershipInline(admin.TabularInline):
+    """Members by username or e-mail (no user picker); role rules in tenants/admin_members.py."""
+
     model = Membership
+    form = MembershipForm
+    formset = MembershipFormSet
+    fields = ["user", "role"]
     extra = 0
-    autocomplete_fields = ["user"]
+
+    def get_queryset(self, request: HttpRequest) -> Any:
+        return super().get_queryset(request).select_related("user", "tenant")
+
+    def get_formset(self, request: HttpRequest, obj: Any = None, **kwargs: Any) -> Any:
+        formset = super().get_formset(request, obj, **kwargs)  # a new class per call
+        formset.acting_user = request.user
+        return formset
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return can_edit(request.user, obj.pk if obj is not None else None)
@@ -34,9 +50,29 @@ class TenantForm(forms.ModelForm):
         help_text="IANA time zone in which this tenant's cron expressions are read.",
     )
 
+    #: The user editing the page; set per request by ``TenantAdmin.get_form``.
+    acting_user: Any = None
+
     class Meta:
         model = Tenant
         fields = ["name", "email", "owner", "timezone", "is_active"]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        owner = self.fields.get("owner")
+        if owner is None:
+            return
+        if self.acting_user is not None and self.acting_user.is_superuser:
+            owner.help_text = "Any user; they become an owner member if they are not one."
+            return
+        # Tenant staff choose among the tenant's owners only: no other user is listed or
+        # accepted, so the page never names a user from outside the tenant.
+        owner.queryset = owner_members(self.instance)
+        owner.help_text = "One of the tenant's owner members."
+        owner.error_messages["invalid_choice"] = (
+            "Choose one of this tenant's owners. To hand the tenant to someone else, make "
+            "them an owner in Memberships below, save, then choose them here."
+        )
 
 
 @admin.register(Tenant)
@@ -47,9 +83,32 @@ class TenantAdmin(TenantScopedAdmin):
     list_filter = ["is_active"]
     search_fields = ["name", "email"]
     list_select_related = ["owner"]
-    autocomplete_fields = ["owner"]
     inlines = [MembershipInline]
     readonly_fields = ["paused_at", "pause_note", "paused_until"]
+
+    def get_autocomplete_fields(self, request: HttpRequest) -> list[str]:
+        # The user autocomplete searches every user of the installation: operators only.
+        return ["owner"] if request.user.is_superuser else []
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        fields = list(super().get_readonly_fields(request, obj))
+        if obj is not None and not can_manage_owners(request.user, obj.pk):
+            fields += ["owner", "is_active"]  # only owners hand over or deactivate a tenant
+        return fields
+
+    def get_form(self, request: HttpRequest, obj: Any = None, **kwargs: Any) -> Any:
+        form = super().get_form(request, obj, **kwargs)  # a new class per call
+        form.acting_user = request.user
+        return form
+
+    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
+        tenant = form.instance
+        if any(getattr(formset, "owner_membership_missing", False) for formset in formsets):
+            # Before the rows: removing a former owner must find this owner in place.
+            Membership.objects.create(
+                tenant=tenant, user_id=tenant.owner_id, role=Membership.Role.OWNER
+            )
+        super().save_related(request, form, formsets, change)
 
     def get_actions(self, request: HttpRequest) -> dict:
         from scheduler.admin_actions import pause_tenants, resume_tenants
@@ -92,6 +151,11 @@ class LockerForm(forms.ModelForm):
         cleaned = super().clean()
         if self.instance.pk and not cleaned.get("value"):
             cleaned.pop("value", None)  # keep the stored secret untouched
+        elif cleaned.get("value"):
+            try:
+                keycheck.ensure_keys_open_stored()
+            except LockerError as exc:
+                self.add_error("value", str(exc))
         return cleaned
 
 

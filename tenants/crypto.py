@@ -52,6 +52,14 @@ class LockerDecryptionError(LockerError):
     """A stored value does not decrypt under any configured key, or is not encrypted at all."""
 
 
+class LockerWrongKeys(LockerError, ImproperlyConfigured):
+    """The configured keys open none of the stored values sampled: they are not the keys in use.
+
+    Writing under such keys would store values that the processes holding the right key cannot
+    read, so writes are refused (see ``tenants/keycheck.py``).
+    """
+
+
 def looks_like_token(value: str) -> bool:
     """True when ``value`` has the shape of a Fernet token (whatever key made it).
 

@@ -12,7 +12,7 @@ from django.core.exceptions import ValidationError
 from django.db import models, transaction
 from django.utils import timezone
 
-from tenants import crypto
+from tenants import crypto, keycheck
 
 
 @cache
@@ -132,6 +132,55 @@ class Membership(models.Model):
     def __str__(self) -> str:
         return f"{self.user} is {self.role} of {self.tenant}"
 
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        """Save, refusing to demote the tenant's owner of record or its last owner member."""
+        with transaction.atomic():
+            self._ensure_tenant_keeps_an_owner(removing=False)
+            super().save(*args, **kwargs)
+
+    def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
+        """Delete, refusing to remove the tenant's owner of record or its last owner member.
+
+        Deleting the tenant itself (which cascades) is not affected.
+        """
+        with transaction.atomic():
+            self._ensure_tenant_keeps_an_owner(removing=True)
+            return super().delete(*args, **kwargs)
+
+    def _ensure_tenant_keeps_an_owner(self, removing: bool) -> None:
+        """Raise ValidationError if this change leaves the tenant without an owner member,
+        or takes the owner role from the user named in ``Tenant.owner``.
+
+        The tenant row is locked first, so concurrent demotions of a tenant's two owners
+        cannot both pass.
+        """
+        if self.pk is None:
+            return
+        stored = Membership.objects.filter(pk=self.pk)
+        tenant_id = stored.values_list("tenant_id", flat=True).first()
+        if tenant_id is None:
+            return
+        tenant = Tenant.objects.select_for_update().filter(pk=tenant_id).first()
+        before = stored.values_list("role", "user_id", "tenant_id").first()  # under the lock
+        if tenant is None or before is None or before[0] != self.Role.OWNER:
+            return
+        if not removing and (self.role, self.user_id, self.tenant_id) == before:
+            return  # still the same owner
+        action = "remove" if removing else "change the role of"
+        if tenant.owner_id == before[1]:
+            raise ValidationError(
+                f"Cannot {action} {tenant.owner}: they are the owner of tenant '{tenant}'. "
+                "Make another owner member the tenant's owner first.",
+                code="tenant_owner",
+            )
+        others = Membership.objects.filter(tenant_id=tenant.pk, role=self.Role.OWNER)
+        if not others.exclude(pk=self.pk).exists():
+            raise ValidationError(
+                f"Cannot {action} the last owner of tenant '{tenant}': a tenant always keeps "
+                "at least one owner. Make another member an owner first.",
+                code="last_owner",
+            )
+
 
 class Locker(models.Model):
     """A tenant's secrets (API tokens), read by integration code at run time only.
@@ -197,6 +246,9 @@ class Locker(models.Model):
             return  # a token of ours (e.g. copied from another Locker): never encrypt twice
         if not isinstance(value, str) or value == "":
             raise ValidationError({"value": "A Locker value must be a non-empty string."})
+        # A value written under keys that open none of the stored ones could not be read
+        # by the processes configured with the right key.
+        keycheck.ensure_keys_open_stored()
         self.value = crypto.encrypt(value)
 
     def _describe(self) -> str:
@@ -208,11 +260,16 @@ class Locker(models.Model):
 
     @classmethod
     def add(cls, key: str, value: str, tenant_id: int) -> Locker:
-        """Store ``value`` under ``key`` for the tenant, encrypted, replacing any previous one."""
+        """Store ``value`` under ``key`` for the tenant, encrypted, replacing any previous one.
+
+        Raises ``LockerWrongKeys`` and stores nothing when LOCKER_KEYS opens none of the
+        stored values: a value written under the wrong key could not be read elsewhere.
+        """
         if not isinstance(value, str) or value == "":
             raise ValidationError({"value": "A Locker value must be a non-empty string."})
         if not Tenant.objects.filter(pk=tenant_id).exists():
             raise ValidationError({"tenant": f"There is no tenant with id {tenant_id}."})
+        keycheck.ensure_keys_open_stored()
         token = crypto.encrypt(value)  # here, not in save(): ``value`` is always plaintext
         locker = cls.objects.filter(tenant_id=tenant_id, key=key).first() or cls(
             tenant_id=tenant_id, key=key

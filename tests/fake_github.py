@@ -17,23 +17,35 @@ class FakeGitHub:
     """Serves ``/orgs/<org>/members`` from ``members`` in pages of ``page_size``.
 
     ``replies`` queues canned replies (status, headers, body) served before the normal
-    ones, e.g. a rate-limit answer. ``requests`` records (path, Authorization header).
+    ones, e.g. a rate-limit answer; a body may be a function of the request's
+    Authorization header (a server that echoes it back), and a ``str`` body is sent as
+    plain text. ``requests`` records (path, Authorization header); ``connections`` counts
+    the TCP connections accepted, whether or not a request followed.
     """
 
     members: dict[str, list[dict]] = field(default_factory=dict)
     page_size: int = 2
-    replies: list[tuple[int, dict[str, str], dict]] = field(default_factory=list)
+    replies: list[tuple[int, dict[str, str], object]] = field(default_factory=list)
     requests: list[tuple[str, str | None]] = field(default_factory=list)
     base_url: str = ""
+    connections: int = 0
     #: Seconds to stall each of the next requests (one entry per request).
     delays: list[float] = field(default_factory=list)
 
+    @property
+    def host(self) -> str:
+        """``127.0.0.1:<port>``, as listed in INTEGRATION_ALLOWED_HOSTS to allow this server."""
+        return urlsplit(self.base_url).netloc
+
     def handle(self, handler: BaseHTTPRequestHandler) -> None:
-        self.requests.append((handler.path, handler.headers.get("Authorization")))
+        authorization = handler.headers.get("Authorization")
+        self.requests.append((handler.path, authorization))
         if self.delays:
             time.sleep(self.delays.pop(0))
         if self.replies:
             status, headers, body = self.replies.pop(0)
+            if callable(body):
+                body = body(authorization)
             return self._send(handler, status, headers, body)
         parts = urlsplit(handler.path)
         segments = parts.path.strip("/").split("/")
@@ -53,9 +65,10 @@ class FakeGitHub:
 
     @staticmethod
     def _send(handler, status: int, headers: dict[str, str], body) -> None:
-        payload = json.dumps(body).encode()
+        text = isinstance(body, str)
+        payload = body.encode() if text else json.dumps(body).encode()
         handler.send_response(status)
-        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Content-Type", "text/plain" if text else "application/json")
         handler.send_header("Content-Length", str(len(payload)))
         for name, value in headers.items():
             handler.send_header(name, value)
@@ -75,7 +88,9 @@ def member(user_id: int, login: str) -> dict:
 
 
 @contextmanager
-def serve(fake: FakeGitHub) -> Iterator[FakeGitHub]:
+def serve(fake: FakeGitHub, address: str = "127.0.0.1", port: int = 0) -> Iterator[FakeGitHub]:
+    """Serve ``fake`` on ``address`` (any 127.x.y.z) and ``port`` (0: a free one)."""
+
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             fake.handle(self)
@@ -83,8 +98,13 @@ def serve(fake: FakeGitHub) -> Iterator[FakeGitHub]:
         def log_message(self, *args) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    fake.base_url = f"http://127.0.0.1:{server.server_address[1]}"
+    class Server(ThreadingHTTPServer):
+        def process_request(self, request, client_address) -> None:
+            fake.connections += 1
+            super().process_request(request, client_address)
+
+    server = Server((address, port), Handler)
+    fake.base_url = f"http://{address}:{server.server_address[1]}"
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -92,3 +112,17 @@ def serve(fake: FakeGitHub) -> Iterator[FakeGitHub]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def allow(fake: FakeGitHub, settings, monkeypatch=None) -> None:
+    """Let integrations reach ``fake``: list its host:port in INTEGRATION_ALLOWED_HOSTS.
+
+    ``settings`` is pytest-django's fixture (this process: in-process workers, the live
+    server); with ``monkeypatch``, the environment variable is set too, for worker
+    subprocesses.
+    """
+    settings.INTEGRATION_ALLOWED_HOSTS = [*settings.INTEGRATION_ALLOWED_HOSTS, fake.host]
+    if monkeypatch is not None:
+        monkeypatch.setenv(
+            "INTEGRATION_ALLOWED_HOSTS", ",".join(settings.INTEGRATION_ALLOWED_HOSTS)
+        )

@@ -19,15 +19,16 @@ from integrations.models import Integration
 from scheduler.models import TaskRun
 from scheduler.tick import run_tick
 from tenants.models import Locker
-from tests.fake_github import FakeGitHub, member, serve
+from tests.fake_github import FakeGitHub, allow, member, serve
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
-def slow_github():
+def slow_github(settings, monkeypatch):
     fake = FakeGitHub(members={"acme": [member(1, "a")]})
     with serve(fake):
+        allow(fake, settings, monkeypatch)  # monkeypatch: the env of worker subprocesses
         yield fake
 
 

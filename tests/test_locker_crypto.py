@@ -24,7 +24,7 @@ from scheduler.models import Task, TaskRun
 from scheduler.tick import run_tick
 from tenants import crypto
 from tenants.models import Locker, Tenant
-from tests.fake_github import FakeGitHub, member, serve
+from tests.fake_github import FakeGitHub, allow, member, serve
 
 SECRET = "ghp_S3cretValue_that_must_never_leak_4242"
 KEY_A = Fernet.generate_key().decode()
@@ -235,8 +235,9 @@ def test_rotate_locker_keys_reencrypts_everything_under_the_current_key(tenant, 
 def test_rotate_changes_nothing_when_a_value_has_no_key(tenant):
     with override_settings(LOCKER_KEYS=[KEY_A]):
         good = Locker.add("good", SECRET, tenant.id)
-    with override_settings(LOCKER_KEYS=[KEY_C]):
         lost = Locker.add("lost", SECRET, tenant.id)
+    # Written under a key that is gone (Locker.add refuses to write under wrong keys).
+    Locker.objects.filter(pk=lost.pk).update(value=Fernet(KEY_C).encrypt(SECRET.encode()).decode())
     before = {good.pk: stored(good.pk), lost.pk: stored(lost.pk)}
     with override_settings(LOCKER_KEYS=[KEY_B, KEY_A]), pytest.raises(CommandError) as exc:
         _call("rotate_locker_keys")
@@ -314,9 +315,10 @@ def test_admin_keeps_the_stored_token_or_encrypts_a_new_value(superuser_client, 
 
 
 @pytest.fixture
-def github():
+def github(settings):
     fake = FakeGitHub(members={"acme": [member(i, f"user{i}") for i in range(1, 4)]})
     with serve(fake):
+        allow(fake, settings)
         yield fake
 
 

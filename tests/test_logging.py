@@ -9,13 +9,14 @@ from scheduler.logcontext import JobContextFilter
 from scheduler.models import TaskRun
 from scheduler.tick import run_tick
 from tenants.models import Locker
-from tests.fake_github import FakeGitHub, member, serve
+from tests.fake_github import FakeGitHub, allow, member, serve
 
 
-def test_job_log_lines_carry_tenant_task_job_and_attempt(run_worker, tenant, caplog):
+def test_job_log_lines_carry_tenant_task_job_and_attempt(run_worker, tenant, caplog, settings):
     caplog.handler.addFilter(JobContextFilter())
     fake = FakeGitHub(members={"acme": [member(1, "a")]})
     with serve(fake):
+        allow(fake, settings)
         integration = Integration.objects.create(
             name="github", tenant=tenant, config={"org": "acme", "base_url": fake.base_url}
         )

@@ -17,16 +17,17 @@ from scheduler.bg_helper import BgHelper
 from scheduler.models import Task, TaskRun
 from scheduler.tick import run_tick
 from tenants.models import Locker, Tenant
-from tests.fake_github import FakeGitHub, member, serve
+from tests.fake_github import FakeGitHub, allow, member, serve
 
 ROOT = Path(__file__).resolve().parent.parent
 UTC = dt.UTC
 
 
 @pytest.fixture
-def github():
+def github(settings):
     fake = FakeGitHub(members={"acme": [member(i, f"user{i}") for i in range(1, 6)]})
     with serve(fake):
+        allow(fake, settings)
         yield fake
 
 

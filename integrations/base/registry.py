@@ -54,6 +54,10 @@ class IntegrationType:
     verbose_name: ClassVar[str] = ""
     #: Locker keys its tasks read, e.g. ``("github_token",)``.
     locker_keys: ClassVar[tuple[str, ...]] = ()
+    #: Hosts its HTTP clients may reach over HTTPS, ``"host"`` (port 443) or ``"host:port"``,
+    #: e.g. ``("api.github.com",)``; the operator adds others with setting
+    #: ``INTEGRATION_ALLOWED_HOSTS`` (see ``integrations/base/egress.py``).
+    allowed_hosts: ClassVar[tuple[str, ...]] = ()
     #: Task name -> its spec; filled by ``integration_task``.
     tasks: ClassVar[dict[str, TaskSpec]]
 

@@ -22,24 +22,14 @@ from procrastinate.contrib.django import app
 from procrastinate.jobs import Job
 from procrastinate.retry import BaseRetryStrategy
 
+from integrations.base import redact
+from integrations.base.errors import IntegrationError, RetryLater
 from integrations.base.registry import IntegrationType, TaskSpec
 from integrations.models import Integration
 from tenants.models import Locker, Tenant
 
 #: How often a job may be put back because the remote API asked us to wait.
 MAX_RETRY_LATER = 20
-
-
-class IntegrationError(Exception):
-    """A failure the user can act on (bad config, missing secret); its message says how."""
-
-
-class RetryLater(Exception):
-    """The remote service asked us to come back later (rate limit): retry, do not fail."""
-
-    def __init__(self, message: str, retry_at: dt.datetime) -> None:
-        super().__init__(message)
-        self.retry_at = retry_at
 
 
 class TaskRetryStrategy(BaseRetryStrategy):
@@ -96,6 +86,8 @@ class RunContext:
                 f"Locker key '{key}' is not set for tenant {self.tenant.pk} ({self.tenant.name}). "
                 f"Add it with Locker.add('{key}', '<value>', {self.tenant.pk}) or in admin."
             )
+        # From now on this process masks the value in every log line and stored error.
+        redact.remember([value])
         return value
 
 

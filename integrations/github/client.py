@@ -5,11 +5,12 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 
-from integrations.base.tasks import IntegrationError, RetryLater
+from integrations.base import http, redact
+from integrations.base.errors import IntegrationError, RetryLater
+from integrations.base.registry import IntegrationType, get_type
 
 DEFAULT_BASE_URL = "https://api.github.com"
 PAGE_SIZE = 100
@@ -18,8 +19,11 @@ PAGE_SIZE = 100
 class GitHubClient:
     """Talks to github.com or a GitHub Enterprise server (``base_url``).
 
-    The token is sent only to ``base_url``'s host: a ``Link`` header that points elsewhere
-    is refused rather than followed.
+    Requests go through :func:`integrations.base.http.client`: only to the github type's
+    own host or one listed in ``INTEGRATION_ALLOWED_HOSTS``, never to an internal address,
+    and redirects only within ``base_url``'s origin. A ``Link`` header that points to
+    another origin is refused rather than followed. GitHub's error messages are quoted
+    cut short and with the token masked.
     """
 
     def __init__(
@@ -27,14 +31,16 @@ class GitHubClient:
         token: str,
         base_url: str = DEFAULT_BASE_URL,
         *,
+        integration_type: type[IntegrationType] | None = None,
         timeout: float = 30.0,
         clock: Any = None,
     ) -> None:
+        self._token = token
         self._base = base_url.rstrip("/")
-        self._host = urlsplit(self._base).netloc
         self._now = clock or (lambda: dt.datetime.now(dt.UTC))
-        self._http = httpx.Client(
-            base_url=self._base,
+        self._http = http.client(
+            integration_type or get_type("github"),
+            self._base,
             timeout=timeout,
             headers={
                 "Authorization": f"Bearer {token}",
@@ -43,6 +49,7 @@ class GitHubClient:
                 "User-Agent": "metronome",
             },
         )
+        self._origin = _origin(httpx.URL(self._base))
 
     def __enter__(self) -> GitHubClient:
         return self
@@ -56,13 +63,38 @@ class GitHubClient:
         while url:
             response = self._http.get(url)
             self._raise_for_status(response, org)
-            yield from response.json()
-            url = response.links.get("next", {}).get("url")
-            if url and urlsplit(url).netloc != self._host:
-                raise IntegrationError(
-                    f"GitHub's next-page link points to another host ({urlsplit(url).netloc}); "
-                    "refusing to send the token there."
-                )
+            yield from self._members(response)
+            url = self._next_page(response)
+
+    def _next_page(self, response: httpx.Response) -> str | None:
+        """The ``Link: rel="next"`` URL, if it stays on ``base_url``'s origin."""
+        link = response.links.get("next", {}).get("url")
+        if not link:
+            return None
+        try:
+            target: httpx.URL | None = response.url.join(link)
+        except httpx.InvalidURL:
+            target = None
+        if target is None or _origin(target) != self._origin:
+            shown = redact.excerpt(target.host if target else link, 100)
+            raise IntegrationError(
+                f"GitHub's next-page link points to another host ({shown}); "
+                "refusing to send the token there."
+            )
+        return str(target)
+
+    def _members(self, response: httpx.Response) -> list[dict[str, Any]]:
+        try:
+            members = response.json()
+        except ValueError:
+            members = None
+        if not isinstance(members, list) or not all(isinstance(m, dict) for m in members):
+            raise IntegrationError(
+                f"GitHub answered HTTP {response.status_code} for {response.request.url.path} "
+                "without the JSON list of members it should hold; check 'base_url' points at "
+                "the REST API (https://api.github.com, or https://<host>/api/v3 for Enterprise)."
+            )
+        return members
 
     def _raise_for_status(self, response: httpx.Response, org: str) -> None:
         status = response.status_code
@@ -74,7 +106,7 @@ class GitHubClient:
                 f"GitHub rate limit reached (HTTP {status}); retrying at {retry_at.isoformat()}",
                 retry_at,
             )
-        message = _github_message(response)
+        message = redact.redact(_github_message(response), [self._token])
         if status == 401:
             raise IntegrationError(
                 f"GitHub rejected the token (HTTP 401: {message}). "
@@ -105,7 +137,14 @@ class GitHubClient:
 
 
 def _github_message(response: httpx.Response) -> str:
+    """GitHub's own words about an error, cut short: the server chose them."""
     try:
-        return str(response.json().get("message", "")) or response.reason_phrase
+        body = response.json()
+        message = body.get("message", "") if isinstance(body, dict) else ""
     except ValueError:
-        return response.reason_phrase
+        message = ""
+    return redact.excerpt(message or response.reason_phrase)
+
+
+def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
+    return url.scheme, url.host, url.port

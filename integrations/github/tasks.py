@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 
+from integrations.base.egress import EgressPolicy, EgressRefused
 from integrations.base.registry import IntegrationType, register
 from integrations.base.tasks import IntegrationError, RunContext, integration_task
 from integrations.github.client import DEFAULT_BASE_URL, GitHubClient
@@ -19,11 +20,17 @@ logger = logging.getLogger(__name__)
 
 @register
 class GitHub(IntegrationType):
-    """config: ``{"org": "my-org", "base_url": "https://github.example.com/api/v3"}``."""
+    """config: ``{"org": "my-org", "base_url": "https://github.example.com/api/v3"}``.
+
+    ``base_url`` other than api.github.com (GitHub Enterprise) must be listed by the operator
+    in ``INTEGRATION_ALLOWED_HOSTS``; it is checked by name when the config is validated and
+    again, with its resolved addresses, when the worker connects.
+    """
 
     name = "github"
     verbose_name = "GitHub"
     locker_keys = ("github_token",)
+    allowed_hosts = ("api.github.com",)
     config_keys = ("org", "base_url")
 
     @classmethod
@@ -46,6 +53,11 @@ class GitHub(IntegrationType):
                     "'base_url' must be an http(s) URL, e.g. https://api.github.com or "
                     "https://github.example.com/api/v3 for GitHub Enterprise."
                 )
+            else:
+                try:
+                    EgressPolicy.for_type(cls).check_url(base_url)
+                except EgressRefused as exc:
+                    errors.append(f"'base_url' is not allowed: {exc}")
         if errors:
             raise ValidationError(errors)
 
@@ -61,7 +73,7 @@ def get_users(run: RunContext) -> dict[str, int]:
         )
     token = run.secret("github_token")
     base_url = run.config.get("base_url") or DEFAULT_BASE_URL
-    with GitHubClient(token, base_url) as client:
+    with GitHubClient(token, base_url, integration_type=GitHub) as client:
         members = list(client.iter_org_members(org))
     logger.info("fetched %d members of %s from %s", len(members), org, base_url)
     now = timezone.now()

@@ -11,16 +11,17 @@ from pathlib import Path
 import pytest
 
 from tenants.models import Membership, Tenant
-from tests.fake_github import FakeGitHub, member, serve
+from tests.fake_github import FakeGitHub, allow, member, serve
 
 ROOT = Path(__file__).resolve().parents[2]
 SHOTS = ROOT / "docs" / "screenshots"
 
 
 @pytest.fixture
-def github():
+def github(settings, monkeypatch):
     fake = FakeGitHub(members={"acme": [member(i, f"dev{i}") for i in range(1, 4)]})
     with serve(fake):
+        allow(fake, settings, monkeypatch)  # monkeypatch: the env of the worker subprocess
         yield fake
 
 

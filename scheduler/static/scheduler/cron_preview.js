@@ -12,9 +12,19 @@
     var integration = document.getElementById("id_integration");
     var description = document.getElementById("cron-description");
     var rows = box.querySelector("#cron-next-runs tbody");
+    var warnings = document.getElementById("cron-warnings");
     var timer = null;
     function render(data) {
       rows.textContent = "";
+      if (warnings) {
+        warnings.textContent = "";
+        (data.warnings || []).forEach(function (text) {
+          var li = document.createElement("li");
+          li.className = "warning";
+          li.textContent = text;
+          warnings.appendChild(li);
+        });
+      }
       if (!data.ok) { description.textContent = data.error; return; }
       description.textContent = data.description + " (" + data.zone + ")";
       data.next.forEach(function (run) {

@@ -1,0 +1,25 @@
+"""The exceptions integration code raises to tell the scheduler what to do with a run.
+
+Kept free of Django and procrastinate imports so that low-level helpers (the egress
+policy, the HTTP client, redaction) can raise them without loading the task machinery.
+``integrations.base.tasks`` re-exports both.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+
+class IntegrationError(Exception):
+    """A failure the user can act on (bad config, missing secret); its message says how.
+
+    Not retried: waiting will not fix it.
+    """
+
+
+class RetryLater(Exception):
+    """The remote service asked us to come back later (rate limit): retry, do not fail."""
+
+    def __init__(self, message: str, retry_at: dt.datetime) -> None:
+        super().__init__(message)
+        self.retry_at = retry_at
