@@ -2,7 +2,8 @@
 # Metronome's single entry point: sets up .venv and the database, then runs what you ask.
 #   ./run.sh                    web server + scheduler worker + tenant worker (Ctrl-C stops all)
 #   AS_WORKER=yes ./run.sh      one worker only; WORKER_QUEUES=1,2 or =scheduler picks queues
-#   ./run.sh test [pytest args] the test suite (then the browser tests, when no args are given)
+#   ./run.sh test [pytest args] type check, tests, browser tests (with args: that pytest run only)
+#   ./run.sh typecheck          the type check alone (mypy, configured in pyproject.toml)
 #   ./run.sh manage ARGS        python manage.py ARGS with the environment set
 #   ./run.sh worker             same as AS_WORKER=yes ./run.sh
 #   ./run.sh db-start | db-stop | db-status | db-url   the embedded PostgreSQL
@@ -15,10 +16,10 @@ PY="$VENV/bin/python"
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 export DJANGO_SETTINGS_MODULE="${DJANGO_SETTINGS_MODULE:-config.settings}"
 
-die() { echo "run.sh: $*" >&2; exit "${2:-1}"; }
+die() { echo "run.sh: $1" >&2; exit "${2:-1}"; }
 
 usage() {
-  sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'
 }
 
 # Reads .env (if any) so run.sh sees DATABASE_URL etc. exactly as Django does.
@@ -101,14 +102,22 @@ run.sh: starting web, scheduler and tenant worker (Ctrl-C stops all of them)
 MSG
   export WEB_PORT="$port" PYTHONUNBUFFERED=1
   # honcho runs each process in its own process group and, on Ctrl-C or SIGTERM,
-  # terminates every group (then kills what is left after 5 s): no orphans.
+  # terminates every group (then kills what is left after 5 s). A worker still finishing
+  # its running jobs then (see supervise) stops by itself once they are done.
   PATH="$VENV/bin:$PATH" exec "$VENV/bin/honcho" start --no-colour -f "$ROOT/Procfile" -d "$ROOT"
 }
 
+# `./run.sh worker` (or AS_WORKER=yes ./run.sh): set up, then one supervised worker.
 run_worker() {
   ensure_venv runtime
   ensure_db
   migrate
+  start_worker
+}
+
+# One supervised worker, set-up done. The Procfile's workers run it as `./run.sh _worker`:
+# run_all set up once for all of them, so none repeats the venv check, database and migrate.
+start_worker() {
   local args=(manage.py procrastinate worker)
   if [[ -n "${WORKER_QUEUES:-}" ]]; then
     [[ "$WORKER_QUEUES" =~ ^[A-Za-z0-9_.-]+(,[A-Za-z0-9_.-]+)*$ ]] \
@@ -123,11 +132,15 @@ run_worker() {
 
 # procrastinate's worker exits when it loses the database (its LISTEN connection fails);
 # restart it until we are asked to stop, so a PostgreSQL restart needs no manual step.
+# The worker runs in a session of its own: a Ctrl-C, a hang-up or honcho's SIGTERM to this
+# process group reaches this shell alone, which passes exactly one SIGTERM on. procrastinate
+# takes a second signal as "stop now" and abandons its running jobs.
 supervise() {
-  local child="" stopping=no rc=0
-  trap 'stopping=yes; [[ -n "$child" ]] && kill -TERM "$child" 2>/dev/null' TERM INT
+  local child="" stopping=no rc=0 own_session=()
+  command -v setsid >/dev/null && own_session=(setsid)
+  trap 'stopping=yes; [[ -n "$child" ]] && kill -TERM "$child" 2>/dev/null' TERM INT HUP
   while true; do
-    "$@" &
+    "${own_session[@]}" "$@" &
     child=$!
     while kill -0 "$child" 2>/dev/null; do
       rc=0
@@ -155,14 +168,32 @@ ensure_chromium() {
   fi
 }
 
-# Without arguments: the suite, then the browser tests in their own pytest process
-# (Playwright's sync API leaves an event loop behind that breaks procrastinate's sync defer).
+# ruff's lint rules and formatting (see [tool.ruff] in pyproject.toml).
+lint() {
+  echo "run.sh: lint (ruff check, ruff format --check)" >&2
+  { "$PY" -m ruff check --quiet . && "$PY" -m ruff format --check --quiet .; } \
+    || die "lint failed: fix the places listed above (.venv/bin/ruff check --fix . && .venv/bin/ruff format . fixes most)"
+}
+
+# mypy over the application packages (see [tool.mypy] in pyproject.toml). Its Django plugin
+# loads the settings, hence after ensure_db (and quietly: no start-up log lines).
+typecheck() {
+  echo "run.sh: type check (mypy: tenants, integrations, scheduler, audit, config)" >&2
+  LOG_LEVEL=WARNING "$PY" -m mypy \
+    || die "type check failed: fix the errors listed above (./run.sh typecheck repeats only this step)"
+}
+
+# Without arguments: lint, the type check, the suite, then the browser tests in their own pytest
+# process (Playwright's sync API leaves an event loop behind that breaks procrastinate's sync
+# defer). With pytest arguments: that selection only.
 run_tests() {
   ensure_venv dev
   ensure_db
   if [[ $# -gt 0 ]]; then
     exec "$PY" -m pytest "$@"
   fi
+  lint
+  typecheck
   local status=0
   "$PY" -m pytest -m "not browser" --ignore=tests/browser || status=$?
   ensure_chromium
@@ -184,7 +215,13 @@ main() {
   case "$cmd" in
     run) run_all ;;
     worker) run_worker ;;
+    _worker)  # the Procfile's workers, inside `./run.sh` after its set-up
+      [[ -x "$PY" && -n "${DATABASE_URL:-}" ]] \
+        || die "'_worker' runs inside ./run.sh after its set-up; use ./run.sh worker" 2
+      start_worker
+      ;;
     test) run_tests "$@" ;;
+    typecheck) ensure_venv dev; ensure_db; typecheck ;;
     manage)
       ensure_venv runtime
       ensure_db

@@ -14,18 +14,20 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-#: (module path, attribute, label): the tick's phases, then the parts of defer_runs.
+#: (module path, attribute, label): the tick's phases (read, plan, write), then the parts of
+#: defer_runs.
 PHASES = (
-    ("scheduler.jobs", "lock_due_tasks", "lock_due_tasks (SELECT … FOR UPDATE, plain rows)"),
-    ("scheduler.tick", "split_blocked", "split_blocked (next_fire per Task)"),
-    ("scheduler.tick", "plan_runs", "plan_runs (catch-up, overlap)"),
-    ("scheduler.jobs", "existing_ticks", "  of which existing_ticks query"),
-    ("scheduler.jobs", "active_runs", "  of which active_runs query"),
-    ("scheduler.jobs", "defer_runs", "defer_runs"),
+    ("scheduler.tick_store", "lock_due_tasks", "lock_due_tasks (SELECT … FOR UPDATE, plain rows)"),
+    ("scheduler.planner", "draft", "planner.draft (next_fire, catch-up per Task)"),
+    ("scheduler.run_records", "existing_ticks", "existing_ticks query"),
+    ("scheduler.run_records", "active_runs", "active_runs query"),
+    ("scheduler.planner", "plan", "planner.plan (overlap per Task)"),
+    ("scheduler.run_records", "defer_runs", "defer_runs"),
     ("scheduler.jobs", "job_for", "  of which job_for (building Jobs)"),
     ("procrastinate.manager.JobManager", "batch_defer_jobs", "  of which batch_defer_jobs"),
-    ("scheduler.jobs", "advance_tasks", "advance_tasks (UPDATE … FROM unnest)"),
-    ("scheduler.tick", "record_tick", "record_tick"),
+    ("scheduler.run_records", "settle_stale_runs", "settle_stale_runs"),
+    ("scheduler.tick_store", "advance_tasks", "advance_tasks (UPDATE … FROM jsonb)"),
+    ("scheduler.tick_store", "record_tick", "record_tick"),
 )
 
 
@@ -74,7 +76,7 @@ def tick_phases(func: Callable[[], object]) -> dict[str, float]:
         func()
     total = time.perf_counter() - start
     top = sum(v for k, v in spent.items() if not k.startswith(" "))
-    spent["rest: transaction commit (deferred FK checks), logging"] = total - top
+    spent["rest: code lookups, transaction commit (deferred FK checks), logging"] = total - top
     spent["total"] = total
     return spent
 

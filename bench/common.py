@@ -272,8 +272,8 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
 
 _HEADER = """# Benchmarks
 
-Numbers written by the scripts in `bench/` (issue 7); see the end of this file for how to run
-them. Each section is replaced by the latest run of its script.
+Numbers written by the scripts in `bench/`; see the end of this file for how to run them.
+Each section is replaced by the latest run of its script.
 """
 
 

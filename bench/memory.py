@@ -1,4 +1,4 @@
-"""Peak resident memory (issue 7, item 5), measured in a fresh process per side.
+"""Peak resident memory, measured in a fresh process per side.
 
 In the benchmark process itself the peak would carry whatever earlier repetitions left
 behind, so :func:`measure` starts a child (``python -m bench.memory``) on the already seeded

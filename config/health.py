@@ -32,6 +32,7 @@ from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import CollectorRegistry, GaugeMetricFamily, Metric
 
+from scheduler import jobs
 from scheduler.models import SchedulerTick
 
 OK = "ok"
@@ -71,22 +72,12 @@ def check_scheduler() -> str:
     return OK
 
 
-_SCHEDULER_WORKER_SQL = """
-    SELECT max(p.last_heartbeat)
-      FROM procrastinate_workers p
-      JOIN scheduler_workerinfo w ON w.id = p.id
-     WHERE w.queues IS NULL OR w.queues ? 'scheduler'
-"""
-
-
 def check_scheduler_worker() -> str:
     """A worker serving queue ``scheduler`` is alive: its heartbeat (every 10 s) is recent.
 
     This catches a frozen or killed scheduler long before two periods have passed.
     """
-    with connection.cursor() as cursor:
-        cursor.execute(_SCHEDULER_WORKER_SQL)
-        heartbeat = cursor.fetchone()[0]
+    heartbeat = jobs.scheduler_worker_heartbeat()
     limit = settings.SCHEDULER_HEARTBEAT_MAX_AGE
     if heartbeat is None:
         return "no worker serves queue 'scheduler'; start one (WORKER_QUEUES=scheduler)"
@@ -125,8 +116,6 @@ def healthz(request: HttpRequest) -> JsonResponse:
 
 # ----------------------------------------------------------------------------- /metrics
 
-_JOBS_SQL = "SELECT queue_name, status::text, count(*) FROM procrastinate_jobs GROUP BY 1, 2"
-
 # Lateness of a run: when its first attempt started minus the tick it was for. The first
 # attempt (attempt_log[0]), so retries and rate-limit waits do not count as lateness.
 _LATENESS_SQL = """
@@ -159,9 +148,8 @@ class MetronomeCollector:
         return []  # nothing to declare up front, and no query at registration time
 
     def collect(self) -> Iterator[Metric]:
+        job_counts = jobs.job_counts()
         with connection.cursor() as cursor:
-            cursor.execute(_JOBS_SQL)
-            jobs = cursor.fetchall()
             cursor.execute(_LATENESS_SQL)
             runs, p50, p95, worst = cursor.fetchone()
             cursor.execute(_TASK_TOTALS_SQL)
@@ -173,7 +161,7 @@ class MetronomeCollector:
             "procrastinate jobs by queue (a tenant id, or 'scheduler') and status.",
             labels=["queue", "status"],
         )
-        for queue, status, count in sorted(jobs):
+        for queue, status, count in sorted(job_counts):
             family.add_metric([queue, status], count)
         yield family
 

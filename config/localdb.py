@@ -168,11 +168,22 @@ def _write_private(path: Path, text: str) -> None:
         fh.write(text)
 
 
-def _run(user: RunAs, args: list[str], **kwargs) -> subprocess.CompletedProcess:
-    extra = {} if user.is_self else {"user": user.uid, "group": user.gid, "extra_groups": []}
+def _run(user: RunAs, args: list[str]) -> subprocess.CompletedProcess[str]:
+    """Run a PostgreSQL tool as the server user, with no PG* variables leaking in."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
     env["LC_ALL"] = "C"
-    return subprocess.run(args, env=env, cwd="/", capture_output=True, text=True, **extra, **kwargs)
+    if user.is_self:
+        return subprocess.run(args, env=env, cwd="/", capture_output=True, text=True)
+    return subprocess.run(
+        args,
+        env=env,
+        cwd="/",
+        capture_output=True,
+        text=True,
+        user=user.uid,
+        group=user.gid,
+        extra_groups=[],
+    )
 
 
 def _port_free(port: int) -> bool:

@@ -13,6 +13,9 @@ from pathlib import Path
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
+from integrations.base.discovery import integration_apps, integration_roots
+from scheduler import job_middleware
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
@@ -72,6 +75,10 @@ SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
 # the environment and frame variables alike; see config/errors.py.
 DEFAULT_EXCEPTION_REPORTER_FILTER = "config.errors.MetronomeExceptionReporterFilter"
 
+# Packages whose sub-packages are integration types, besides integrations/ (a comma list of
+# importable packages, e.g. INTEGRATION_PACKAGES=acme_integrations). See docs/integrations.md.
+INTEGRATION_PACKAGES: list[str] = env.list("INTEGRATION_PACKAGES", default=[])
+
 INSTALLED_APPS = [
     "django.contrib.admin",
     "django.contrib.auth",
@@ -83,7 +90,11 @@ INSTALLED_APPS = [
     "procrastinate.contrib.django",
     "tenants",
     "integrations",
+    # Every integration type is an app of its own (integrations/github, ...): found by
+    # scanning the folders, so adding one needs no change here.
+    *integration_apps(integration_roots(INTEGRATION_PACKAGES)),
     "scheduler",
+    "audit",
 ]
 
 MIDDLEWARE = [
@@ -95,7 +106,7 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
-    "scheduler.audit.AuditUserMiddleware",
+    "audit.middleware.AuditUserMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
@@ -208,11 +219,13 @@ STALLED_JOB_SECONDS: int = env.int("STALLED_JOB_SECONDS", default=60)
 # Finished jobs (succeeded, failed, cancelled) are deleted after this many hours; TaskRun
 # rows keep their history.
 JOB_RETENTION_HOURS: int = env.int("JOB_RETENTION_HOURS", default=168)
-# Installs the middleware that keeps TaskRun rows in step with their jobs.
+# Every worker's task middleware: keeps TaskRun rows in step with their jobs.
+PROCRASTINATE_WORKER_DEFAULTS = {"task_middleware": [job_middleware.record_run]}
+# What procrastinate has no setting for (see scheduler/procrastinate_internals.py).
 PROCRASTINATE_ON_APP_READY = "scheduler.hooks.on_app_ready"
 
 # ---------------------------------------------------------------------------------------
-# Secrets at rest and monitoring (issue 6). See tenants/crypto.py and config/health.py.
+# Secrets at rest and monitoring. See tenants/crypto.py and config/health.py.
 # ---------------------------------------------------------------------------------------
 # Fernet keys that encrypt Locker values: a comma list, the current key first, older keys
 # after it until `manage.py rotate_locker_keys` has re-encrypted everything. Generate one with

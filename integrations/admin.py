@@ -1,17 +1,17 @@
-"""Admin for integrations (with their tasks inline) and what integrations store."""
+"""Admin for integrations, with their tasks inline.
+
+What an integration type stores has its admin in the type's own app
+(``integrations/<type>/admin.py``), found by Django's admin autodiscovery.
+"""
 
 from __future__ import annotations
-
-from typing import Any
 
 from django import forms
 from django.contrib import admin
 from django.http import HttpRequest
 
 from integrations.base import registry
-from integrations.github.models import GithubUser
 from integrations.models import Integration
-from tenants.access import can_edit
 from tenants.admin_base import TenantScopedAdmin, ValuesFilter
 
 
@@ -33,10 +33,10 @@ class TaskInline(admin.TabularInline):
     show_change_link = True
     can_delete = False
 
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+    def has_add_permission(self, request: HttpRequest, obj: Integration | None = None) -> bool:
         return False  # tasks are authored on their own page (choices, live preview)
 
-    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+    def has_view_permission(self, request: HttpRequest, obj: Integration | None = None) -> bool:
         return True  # the integration page already checked the tenant
 
 
@@ -52,20 +52,3 @@ class IntegrationAdmin(TenantScopedAdmin):
     search_fields = ["name", "tenant__name"]
     list_select_related = ["tenant"]
     inlines = [TaskInline]
-
-
-@admin.register(GithubUser)
-class GithubUserAdmin(TenantScopedAdmin):
-    list_display = ["login", "external_id", "tenant", "site_admin", "last_seen_at"]
-    list_filter = [("tenant", admin.RelatedOnlyFieldListFilter), "site_admin"]
-    search_fields = ["login"]
-    list_select_related = ["tenant"]
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False  # written by the sync, read here
-
-    def has_add_permission(self, request: HttpRequest, *args: Any) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return obj is not None and can_edit(request.user, obj.tenant_id)

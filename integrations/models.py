@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, cast
 
-from django.core.exceptions import ValidationError
+from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.db import models, transaction
 from django.db.models import Value
 
@@ -21,7 +21,10 @@ if TYPE_CHECKING:
 _values_checked: ContextVar[bool] = ContextVar("values_checked", default=False)
 
 
-class CheckedQuerySet(models.QuerySet):
+_M = TypeVar("_M", bound=models.Model)
+
+
+class CheckedQuerySet(models.QuerySet[_M]):
     """A QuerySet whose bulk writes check some fields as ``save()`` does.
 
     ``update()``, ``bulk_create()`` and ``bulk_update()`` skip ``save()``; here they
@@ -50,7 +53,7 @@ class CheckedQuerySet(models.QuerySet):
                 self.check_value(name, kwargs[name])
         return super().update(**kwargs)
 
-    def bulk_create(self, objs: Iterable[models.Model], *args: Any, **kwargs: Any) -> list:
+    def bulk_create(self, objs: Iterable[_M], *args: Any, **kwargs: Any) -> list[_M]:
         objs = list(objs)
         for obj in objs:
             for name in self.checked_fields:
@@ -58,7 +61,7 @@ class CheckedQuerySet(models.QuerySet):
         return super().bulk_create(objs, *args, **kwargs)
 
     def bulk_update(
-        self, objs: Iterable[models.Model], fields: Iterable[str], *args: Any, **kwargs: Any
+        self, objs: Iterable[_M], fields: Iterable[str], *args: Any, **kwargs: Any
     ) -> int:
         objs, fields = list(objs), list(fields)
         for name in self.checked_fields.keys() & set(fields):
@@ -71,7 +74,7 @@ class CheckedQuerySet(models.QuerySet):
             _values_checked.reset(token)
 
 
-class IntegrationQuerySet(CheckedQuerySet):
+class IntegrationQuerySet(CheckedQuerySet["Integration"]):
     checked_fields: ClassVar[dict[str, Callable[[Any], object]]] = {"name": registry.get_type}
 
 
@@ -132,6 +135,11 @@ class Integration(models.Model):
         # The Task model is reached through the reverse relation, not imported: the
         # scheduler app depends on this one, never the other way round.
         task_model = self._meta.get_field("tasks").related_model
+        if task_model is None:
+            raise ImproperlyConfigured(
+                "Integration.tasks is not a relation: add_task needs the scheduler app "
+                "(its Task model has the ForeignKey named 'tasks' on the integration side)."
+            )
         allowed = {
             f.name for f in task_model._meta.concrete_fields if f.editable and not f.primary_key
         } - {"integration", "tenant", "name", "cron", "paused_at", "pause_note", "paused_until"}
@@ -157,7 +165,5 @@ class Integration(models.Model):
                 self.pk = None
                 self._state.adding = True
             raise
-        return task
-
-
-registry.import_submodules("models")
+        # django-stubs types a model reached through _meta as Model; this one is Task.
+        return cast("Task", task)

@@ -1,4 +1,5 @@
-"""procrastinate imports each app's ``tasks`` module; this one imports every integration's."""
+"""procrastinate imports each app's ``tasks`` module; this one makes sure every integration
+type is registered (each integration app's ``tasks`` module is imported) before any is used."""
 
 from integrations.base.registry import autodiscover
 

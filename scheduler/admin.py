@@ -1,4 +1,4 @@
-"""Admin for Tasks, their runs, procrastinate's jobs, ticks and the audit trail."""
+"""Admin for Tasks, their runs, procrastinate's jobs and the scheduler's ticks."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import re
 from typing import Any
 
 from django.contrib import admin
-from django.core.exceptions import ValidationError
+from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.core.paginator import Paginator
-from django.db.models import OuterRef, QuerySet, Subquery
+from django.db.models import Field, Model, OuterRef, QuerySet, Subquery
 from django.http import HttpRequest, JsonResponse, QueryDict
 from django.urls import path, reverse
 from django.utils.html import format_html
@@ -17,8 +17,9 @@ from procrastinate.contrib.django.models import ProcrastinateJob
 from integrations.models import Integration
 from scheduler import admin_actions as actions
 from scheduler.admin_forms import TaskForm
-from scheduler.models import AuditEntry, SchedulerTick, Task, TaskRun
+from scheduler.models import SchedulerTick, Task, TaskRun
 from scheduler.preview import cron_preview
+from scheduler.queues import SCHEDULER_QUEUE
 from tenants.access import scope, tenant_roles, visible_queues
 from tenants.admin_base import (
     AllowlistedQueryAdmin,
@@ -26,14 +27,26 @@ from tenants.admin_base import (
     ValuesFilter,
     may_run_actions,
 )
-from tenants.models import Tenant
+from tenants.models import PausableQuerySet, Tenant
+from tenants.queues import queue_for
 
 RUNS_PER_PAGE = 20
 
+
+def _max_length(name: str) -> int:
+    """The longest value Task's field ``name`` holds."""
+    field = Task._meta.get_field(name)
+    if not isinstance(field, Field) or field.max_length is None:
+        raise ImproperlyConfigured(
+            f"Task.{name} has no max_length; the cron preview bounds its parameter by it."
+        )
+    return field.max_length
+
+
 #: The cron preview's parameters and the longest value each accepts.
 PREVIEW_PARAMS = {
-    "cron": Task._meta.get_field("cron").max_length,
-    "timezone": Task._meta.get_field("timezone").max_length,
+    "cron": _max_length("cron"),
+    "timezone": _max_length("timezone"),
     "integration": 18,
 }
 _INTEGRATION_ID = re.compile(r"[0-9]{1,18}")
@@ -77,7 +90,9 @@ class LastRunStatusFilter(admin.SimpleListFilter):
     title = "status of last run"
     parameter_name = "last_status"
 
-    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+    def lookups(
+        self, request: HttpRequest, model_admin: admin.ModelAdmin[Any]
+    ) -> list[tuple[str, str]]:
         return [*TaskRun.Status.choices, ("none", "Never ran")]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
@@ -92,14 +107,21 @@ class PausedFilter(admin.SimpleListFilter):
     title = "paused"
     parameter_name = "paused"
 
-    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+    def lookups(
+        self, request: HttpRequest, model_admin: admin.ModelAdmin[Any]
+    ) -> list[tuple[str, str]]:
         return [("yes", "Paused"), ("no", "Not paused")]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        if not isinstance(queryset, PausableQuerySet):
+            raise ImproperlyConfigured(
+                f"PausedFilter filters {queryset.model._meta.label}, whose queryset is not a "
+                "PausableQuerySet; use it on Pausable models only."
+            )
         if self.value() == "yes":
-            return queryset.filter(paused_at__isnull=False)
+            return queryset.paused()
         if self.value() == "no":
-            return queryset.filter(paused_at__isnull=True)
+            return queryset.not_paused()
         return queryset
 
 
@@ -190,7 +212,7 @@ class TaskAdmin(TenantScopedAdmin):
 
     @admin.display(description="paused", boolean=True)
     def paused_display(self, obj: Task) -> bool:
-        return obj.paused_at is not None
+        return obj.is_paused()
 
     @admin.display(description="last run", ordering="last_status")
     def last_status_display(self, obj: Task) -> str:
@@ -220,7 +242,7 @@ class TaskAdmin(TenantScopedAdmin):
         zone = params["timezone"]
         if not zone and params["integration"]:
             integration = (
-                scope(Integration.objects, request.user, "tenant")
+                scope(Integration.objects.all(), request.user, "tenant")
                 .filter(pk=int(params["integration"]))
                 .select_related("tenant")
                 .first()
@@ -237,12 +259,12 @@ class TaskAdmin(TenantScopedAdmin):
         extra_context: dict | None = None,
     ):
         extra_context = dict(extra_context or {})
-        task = self.get_object(request, object_id)
-        if task is not None:
-            runs = TaskRun.objects.filter(task=task).order_by("-scheduled_for", "-id")
-            page = Paginator(runs, RUNS_PER_PAGE).get_page(request.GET.get("runs_page"))
-            extra_context["runs_page"] = page
-            extra_context["preview"] = cron_preview(task.cron, task.effective_timezone)
+        task = self.get_object(request, object_id)  # 404 when missing or not the user's
+        runs = TaskRun.objects.filter(task=task).order_by("-scheduled_for", "-id")
+        extra_context["runs_page"] = Paginator(runs, RUNS_PER_PAGE).get_page(
+            request.GET.get("runs_page")
+        )
+        extra_context["preview"] = cron_preview(task.cron, task.effective_timezone)
         return super().change_view(request, object_id, form_url, extra_context)
 
 
@@ -273,7 +295,7 @@ class TaskRunAdmin(TenantScopedAdmin):
     def has_add_permission(self, request: HttpRequest, *args: Any) -> bool:
         return False
 
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False
 
 
@@ -283,14 +305,16 @@ class QueueFilter(admin.SimpleListFilter):
     title = "tenant (queue)"
     parameter_name = "queue"
 
-    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+    def lookups(
+        self, request: HttpRequest, model_admin: admin.ModelAdmin[Any]
+    ) -> list[tuple[str, str]]:
         tenants = Tenant.objects.order_by("name")
         ids = tenant_roles(request.user) if not request.user.is_superuser else None
         if ids is not None:
             tenants = tenants.filter(pk__in=list(ids))
-        choices = [(str(t.pk), f"{t.name} ({t.pk})") for t in tenants]
+        choices = [(queue_for(t), f"{t.name} ({queue_for(t)})") for t in tenants]
         if request.user.is_superuser:
-            choices.append(("scheduler", "scheduler"))
+            choices.append((SCHEDULER_QUEUE, SCHEDULER_QUEUE))
         return choices
 
     def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
@@ -332,7 +356,7 @@ class JobAdmin(AllowlistedQueryAdmin):
         "priority",
         "task_link",
     ]
-    fields = readonly_fields
+    fields = tuple(readonly_fields)
     actions = [actions.retry_jobs, actions.cancel_jobs, actions.abort_jobs]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:
@@ -351,23 +375,27 @@ class JobAdmin(AllowlistedQueryAdmin):
     def has_module_permission(self, request: HttpRequest) -> bool:
         return request.user.is_superuser or bool(tenant_roles(request.user))
 
-    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+    def has_view_permission(
+        self, request: HttpRequest, obj: ProcrastinateJob | None = None
+    ) -> bool:
         if obj is None:
             return self.has_module_permission(request)
         queues = visible_queues(request.user)
         return queues is None or obj.queue_name in queues
 
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+    def has_change_permission(
+        self, request: HttpRequest, obj: ProcrastinateJob | None = None
+    ) -> bool:
         # Actions only, for those who may edit some tenant; viewers read.
         return obj is None and may_run_actions(request.user)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+    def has_delete_permission(
+        self, request: HttpRequest, obj: ProcrastinateJob | None = None
+    ) -> bool:
         return False
-
-    _get_obj_does_not_exist_redirect = TenantScopedAdmin._get_obj_does_not_exist_redirect
 
 
 @admin.register(SchedulerTick)
@@ -388,46 +416,14 @@ class SchedulerTickAdmin(AllowlistedQueryAdmin):
     def has_module_permission(self, request: HttpRequest) -> bool:
         return request.user.is_superuser  # figures across all tenants
 
-    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+    def has_view_permission(self, request: HttpRequest, obj: SchedulerTick | None = None) -> bool:
         return request.user.is_superuser
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+    def has_change_permission(self, request: HttpRequest, obj: SchedulerTick | None = None) -> bool:
         return False
 
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-
-@admin.register(AuditEntry)
-class AuditEntryAdmin(TenantScopedAdmin):
-    list_display = ["created_at", "username", "action", "model", "object_repr", "tenant"]
-    list_filter = [
-        ValuesFilter.of("action", "action", labels=dict(AuditEntry.Action.choices)),
-        ValuesFilter.of("model", "model"),
-        ("tenant", admin.RelatedOnlyFieldListFilter),
-    ]
-    search_fields = ["object_repr", "username"]
-    list_select_related = ["tenant"]
-    readonly_fields = [
-        "created_at",
-        "username",
-        "user",
-        "tenant",
-        "action",
-        "model",
-        "object_id",
-        "object_repr",
-        "changes",
-    ]
-
-    def has_add_permission(self, request: HttpRequest, *args: Any) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+    def has_delete_permission(self, request: HttpRequest, obj: SchedulerTick | None = None) -> bool:
         return False

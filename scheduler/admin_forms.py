@@ -55,13 +55,3 @@ class TaskForm(forms.ModelForm):
         """Show the saved cron's warnings as messages: forms have errors, not warnings."""
         for warning in cron_warnings(self.cleaned_data.get("cron") or ""):
             messages.warning(request, warning)
-
-
-class PauseForm(forms.Form):
-    """The intermediate page of the "pause" actions."""
-
-    note = forms.CharField(max_length=500, required=False, help_text="Why (shown on the task).")
-    until = forms.DateTimeField(
-        required=False,
-        help_text="Optional end of the pause, e.g. 2026-12-01 08:00 (server time zone).",
-    )

@@ -6,4 +6,6 @@ class SchedulerConfig(AppConfig):
     verbose_name = "Scheduler"
 
     def ready(self) -> None:
-        from scheduler import audit, signals  # noqa: F401 - connects the receivers
+        # Connect the receivers; checks also registers system check scheduler.E001 (the
+        # TaskRun trigger) and reinstalls that trigger after migrate when it differs.
+        from scheduler import checks, signals  # noqa: F401

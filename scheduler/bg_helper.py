@@ -1,19 +1,27 @@
-"""The seed's "View tasks": list procrastinate jobs without opening an app by hand.
+"""The workflow's "View tasks": list procrastinate jobs from ``manage.py shell``.
 
-from scheduler.bg_helper import BgHelper
-[print(job) for job in BgHelper().list_jobs()]
+    from scheduler.bg_helper import BgHelper, bg_app
+
+    bg_app.open()  # optional: Django's connection already serves the listing
+    [print(job) for job in BgHelper().list_jobs()]
+
+``bg_app`` is procrastinate's Django app under the name the workflow's "View tasks" lines
+import and open; :class:`BgHelper` reads jobs through Django's ORM and needs nothing else.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from procrastinate.contrib.django import app as bg_app  # noqa: F401 - the seed's name
+from procrastinate.contrib.django import app as bg_app
 from procrastinate.contrib.django.models import ProcrastinateJob
 
 from tenants.models import Tenant
+
+__all__ = ["STATUSES", "BgHelper", "JobInfo", "bg_app"]
 
 STATUSES = ("todo", "doing", "succeeded", "failed", "cancelled", "aborting", "aborted")
 
@@ -63,7 +71,7 @@ class BgHelper:
         return [self._info(row) for row in rows]
 
     @staticmethod
-    def _info(row: dict[str, Any]) -> JobInfo:
+    def _info(row: Mapping[str, Any]) -> JobInfo:
         args = row["args"] if isinstance(row["args"], dict) else {}
         return JobInfo(
             id=row["id"],

@@ -38,6 +38,7 @@ import zoneinfo
 from bisect import bisect_left
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import cast
 
 from croniter import CroniterBadDateError, CroniterError, croniter
 from django.core.exceptions import ValidationError
@@ -391,9 +392,17 @@ def _resolve(wall: dt.datetime, zone: zoneinfo.ZoneInfo) -> dt.datetime:
     return high.replace(microsecond=0)
 
 
+def _utcoffset(moment: dt.datetime) -> dt.timedelta:
+    """``moment``'s UTC offset; every caller passes a time aware in a ZoneInfo zone."""
+    offset = moment.utcoffset()
+    if offset is None:
+        raise ValueError(f"{moment!r} has no UTC offset; pass a timezone-aware datetime")
+    return offset
+
+
 def _offset_at(second: int, zone: zoneinfo.ZoneInfo) -> dt.timedelta:
     """The zone's UTC offset at a POSIX timestamp (whole seconds)."""
-    return dt.datetime.fromtimestamp(second, zone).utcoffset()
+    return _utcoffset(dt.datetime.fromtimestamp(second, zone))
 
 
 def _transition_in(low: int, high: int, zone: zoneinfo.ZoneInfo) -> int:
@@ -417,8 +426,8 @@ def _repeat_end(local: dt.datetime, zone: zoneinfo.ZoneInfo) -> dt.datetime:
     found by bisection (about 20 steps whatever the shift), so a repeated interval of
     any length is stepped over in bounded time.
     """
-    earlier = local.replace(fold=0).utcoffset()
-    shift = earlier - local.utcoffset()
+    earlier = _utcoffset(local.replace(fold=0))
+    shift = earlier - _utcoffset(local)
     now = local.timestamp()
     low = int(now - shift.total_seconds()) - 1  # the first pass: the earlier offset
     high = int(now) + 1  # the second pass: the later offset
@@ -575,15 +584,37 @@ class _Times:
         return count
 
 
-def _values(expanded: list, size: int, low: int = 0) -> tuple[int, ...]:
-    return tuple(range(low, low + size)) if expanded == ["*"] else tuple(sorted(expanded))
+#: A field as croniter expands it: numbers, or the markers '*' (any) and 'l' (last).
+_Expanded = list[int | str]
+
+
+def _numbers(field: _Expanded, expression: str, skip: frozenset[str] = frozenset()) -> list[int]:
+    """The numbers in an expanded ``field``, leaving out the markers in ``skip``; any
+    other marker is syntax that fires cannot be counted for."""
+    numbers = []
+    for value in field:
+        if isinstance(value, int):
+            numbers.append(value)
+        elif value not in skip:
+            raise ValueError(f"'{expression}' uses syntax that fires cannot be counted for")
+    return numbers
+
+
+def _values(field: _Expanded, expression: str, size: int, low: int = 0) -> tuple[int, ...]:
+    if field == ["*"]:
+        return tuple(range(low, low + size))
+    return tuple(sorted(_numbers(field, expression)))
 
 
 @lru_cache(maxsize=4096)
 def _times(expression: str) -> _Times:
     """The field sets of ``expression``, read by croniter as :func:`next_fire` reads it."""
     parsed = cron_iter(expression, dt.datetime(2000, 1, 1))
-    expanded, expressions = parsed.expanded, parsed.expressions
+    # types-croniter declares these as list[list[str]] and dict[str, set[int]]; croniter
+    # fills them with numbers and the markers '*' and 'l' (its ExpandedExpression).
+    expanded = cast(list[_Expanded], parsed.expanded)
+    nth_weekdays = cast(dict[int | str, set[int | str]], parsed.nth_weekday_of_month)
+    expressions = parsed.expressions
     if len(expanded) not in (5, 6) or parsed.nearest_weekday:
         raise ValueError(f"'{expression}' uses syntax that fires cannot be counted for")
     day_field, week_field = expanded[2], expanded[4]
@@ -597,17 +628,19 @@ def _times(expression: str) -> _Times:
         )
     )
     nth: dict[int, set[int | str]] = {}
-    for weekday, ns in parsed.nth_weekday_of_month.items():
-        for day in range(7) if weekday == "*" else [weekday]:
+    for weekday, ns in nth_weekdays.items():
+        for day in range(7) if weekday == "*" else _numbers([weekday], expression):
             nth.setdefault(day, set()).update(ns)
+    days = None if day_field == ["*"] else _numbers(day_field, expression, frozenset("*l"))
+    weekdays = None if week_field == ["*"] else _numbers(week_field, expression)
     return _Times(
-        seconds=_values(expanded[5], 60) if len(expanded) == 6 else (0,),
-        minutes=_values(expanded[0], 60),
-        hours=_values(expanded[1], 24),
-        months=frozenset(_values(expanded[3], 12, 1)),
-        days=None if day_field == ["*"] else frozenset(d for d in day_field if d != "l"),
+        seconds=_values(expanded[5], expression, 60) if len(expanded) == 6 else (0,),
+        minutes=_values(expanded[0], expression, 60),
+        hours=_values(expanded[1], expression, 24),
+        months=frozenset(_values(expanded[3], expression, 12, 1)),
+        days=None if days is None else frozenset(days),
         last_day="l" in day_field,
-        weekdays=None if week_field == ["*"] else frozenset(d % 7 for d in week_field),
+        weekdays=None if weekdays is None else frozenset(d % 7 for d in weekdays),
         nth=tuple((day, frozenset(ns)) for day, ns in sorted(nth.items())),
         either=either,
     )
@@ -661,8 +694,8 @@ def _first_wall(instant: dt.datetime, zone: zoneinfo.ZoneInfo) -> dt.datetime:
     local = instant.astimezone(zone)
     if local.fold:  # second pass: wall times up to the repeated interval's end fired before
         return _repeat_end(local, zone)
-    before = (instant - _SECOND).astimezone(zone).utcoffset()
-    if before < local.utcoffset():  # ``instant`` is a gap's end: the gap fires now too
+    before = _utcoffset((instant - _SECOND).astimezone(zone))
+    if before < _utcoffset(local):  # ``instant`` is a gap's end: the gap fires now too
         return (instant + before).replace(tzinfo=None)
     return local.replace(tzinfo=None)
 

@@ -13,7 +13,6 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib import admin
-from django.db import connection
 from django.db.models import Count
 from django.db.models.functions import TruncHour
 from django.http import HttpRequest, HttpResponse
@@ -22,8 +21,9 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
+from scheduler import jobs
 from scheduler.models import SchedulerTick, TaskRun, WorkerInfo
-from tenants.access import scope, visible_queues, visible_tenant_ids
+from tenants.access import AccessUser, scope, visible_queues, visible_tenant_ids
 from tenants.models import Tenant
 
 STATUS_COLOURS = {
@@ -53,7 +53,7 @@ def dashboard_view(request: HttpRequest) -> HttpResponse:
         "queues": queue_counts(user),
         "chart": runs_chart(runs_per_hour(user, now), now),
         "statuses": STATUS_COLOURS,
-        "failures": scope(TaskRun.objects, user, "tenant")
+        "failures": scope(TaskRun.objects.all(), user, "tenant")
         .filter(status=TaskRun.Status.FAILED)
         .select_related("task__integration", "tenant")
         .order_by("-finished_at", "-id")[:10],
@@ -66,7 +66,14 @@ def dashboard_view(request: HttpRequest) -> HttpResponse:
 
 def operator_contacts() -> list[str]:
     """Whom a user without a tenant asks: the site's ``ADMINS``, if the operator set any."""
-    return [f"{name} <{email}>" if name else email for name, email in settings.ADMINS]
+    contacts = []
+    for entry in settings.ADMINS:
+        if isinstance(entry, str):  # an address alone, the form Django 6 takes
+            contacts.append(entry)
+        else:
+            name, email = entry
+            contacts.append(f"{name} <{email}>" if name else email)
+    return contacts
 
 
 @dataclass
@@ -80,17 +87,8 @@ class QueueRow:
         return sum(self.counts.values())
 
 
-def queue_counts(user: Any) -> list[QueueRow]:
-    queues = visible_queues(user)
-    sql = "SELECT queue_name, status, count(*) FROM procrastinate_jobs"
-    params: list[Any] = []
-    if queues is not None:
-        sql += " WHERE queue_name = ANY(%s)"
-        params.append(queues)
-    sql += " GROUP BY queue_name, status"
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        rows = cursor.fetchall()
+def queue_counts(user: AccessUser) -> list[QueueRow]:
+    rows = jobs.job_counts(visible_queues(user))
     names = dict(Tenant.objects.values_list("id", "name"))
     by_queue: dict[str, QueueRow] = {}
     for queue, status, count in rows:
@@ -100,16 +98,18 @@ def queue_counts(user: Any) -> list[QueueRow]:
     return sorted(by_queue.values(), key=lambda r: (not r.tenant, r.tenant, r.queue))
 
 
-def runs_per_hour(user: Any, now: dt.datetime) -> dict[dt.datetime, dict[str, int]]:
+def runs_per_hour(user: AccessUser, now: dt.datetime) -> dict[dt.datetime, dict[str, int]]:
     since = now.replace(minute=0, second=0, microsecond=0) - dt.timedelta(hours=CHART_HOURS - 1)
     rows = (
-        scope(TaskRun.objects, user, "tenant")
+        scope(TaskRun.objects.all(), user, "tenant")
         .filter(enqueued_at__gte=since)
         .annotate(hour=TruncHour("enqueued_at", tzinfo=dt.UTC))
         .values("hour", "status")
         .annotate(n=Count("id"))
     )
-    hours = {since + dt.timedelta(hours=i): {} for i in range(CHART_HOURS)}
+    hours: dict[dt.datetime, dict[str, int]] = {
+        since + dt.timedelta(hours=i): {} for i in range(CHART_HOURS)
+    }
     for row in rows:
         hours.setdefault(row["hour"], {})[row["status"]] = row["n"]
     return hours
@@ -124,7 +124,7 @@ def runs_chart(hours: dict[dt.datetime, dict[str, int]], now: dt.datetime) -> Sa
     parts = []
     for i, (hour, counts) in enumerate(sorted(hours.items())):
         x = left + i * bar_w
-        y = height - bottom
+        y: float = height - bottom
         for status, colour in STATUS_COLOURS.items():
             n = counts.get(status, 0)
             if not n:
@@ -174,7 +174,7 @@ def runs_chart(hours: dict[dt.datetime, dict[str, int]], now: dt.datetime) -> Sa
     )
 
 
-def workers(user: Any) -> list[dict[str, Any]]:
+def workers(user: AccessUser) -> list[dict[str, Any]]:
     """Live workers (procrastinate's heartbeat table) with the queues they serve.
 
     A tenant's staff sees the workers that serve its queues, including all-queue ones.
@@ -182,20 +182,18 @@ def workers(user: Any) -> list[dict[str, Any]]:
     infos = {w.id: w for w in WorkerInfo.objects.all()}
     queues = visible_queues(user)
     result = []
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT id, last_heartbeat FROM procrastinate_workers ORDER BY id")
-        for worker_id, heartbeat in cursor.fetchall():
-            info = infos.get(worker_id)
-            served = info.queues if info else None
-            if queues is not None and served is not None and not set(served) & set(queues):
-                continue
-            result.append(
-                {
-                    "id": worker_id,
-                    "name": info.name if info else "",
-                    "queues": ", ".join(served) if served else "all queues",
-                    "host": f"{info.hostname}:{info.pid}" if info else "",
-                    "last_heartbeat": heartbeat,
-                }
-            )
+    for worker_id, heartbeat in jobs.worker_heartbeats():
+        info = infos.get(worker_id)
+        served = info.queues if info else None
+        if queues is not None and served is not None and not set(served) & set(queues):
+            continue
+        result.append(
+            {
+                "id": worker_id,
+                "name": info.name if info else "",
+                "queues": ", ".join(served) if served else "all queues",
+                "host": f"{info.hostname}:{info.pid}" if info else "",
+                "last_heartbeat": heartbeat,
+            }
+        )
     return result

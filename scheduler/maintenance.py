@@ -15,7 +15,7 @@ from django.db import connection
 from procrastinate import JobContext
 from procrastinate.contrib.django import app
 
-from scheduler.middleware import mark_stalled
+from scheduler.run_records import mark_stalled
 
 
 @app.periodic(cron="* * * * *", periodic_id="metronome-maintenance")
@@ -37,7 +37,7 @@ async def maintenance(context: JobContext, timestamp: int) -> dict[str, int]:
     return {"stalled_retried": len(stalled)}
 
 
-def _mark_stalled(job_id: int) -> None:
+def _mark_stalled(job_id: int | None) -> None:
     try:
         mark_stalled(job_id)
     finally:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any, ClassVar
 
 from django.core.exceptions import ValidationError
@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from integrations.models import CheckedQuerySet, Integration
 from scheduler.cron import next_fire, validate_cron
-from tenants.models import Pausable, Tenant, validate_time_zone
+from tenants.models import Pausable, PausableQuerySet, Tenant, validate_time_zone
 
 #: Fields only the scheduler writes; a plain save() leaves them alone so that an edit
 #: made with a stale instance never rewinds the schedule (which could replay a tick).
@@ -30,14 +30,15 @@ SCHEDULER_FIELDS = frozenset(
 )
 
 
-class TaskQuerySet(CheckedQuerySet):
+# django-stubs gives every QuerySet subclass its own as_manager: two such bases always clash.
+class TaskQuerySet(CheckedQuerySet, PausableQuerySet):  # type: ignore[override]
     """Tasks; ``update(cron=...)`` and bulk writes refuse an invalid cron."""
 
     checked_fields: ClassVar[dict[str, Callable[[Any], object]]] = {"cron": validate_cron}
 
 
 class Task(Pausable):
-    """A cron schedule for one task of an integration (the seed's ``add_task``)."""
+    """A cron schedule for one task of an integration (what ``Integration.add_task`` creates)."""
 
     class Catchup(models.TextChoices):
         SKIP = "skip", "Skip missed ticks"
@@ -171,8 +172,14 @@ class Task(Pausable):
         self._saved_schedule = self._schedule_key()
 
     @classmethod
-    def from_db(cls, db: Any, field_names: Any, values: Any) -> Task:
-        instance = super().from_db(db, field_names, values)
+    def from_db(
+        cls,
+        db: str | None,
+        field_names: Collection[str],
+        values: Collection[Any],
+        **kwargs: Any,
+    ) -> Task:
+        instance = super().from_db(db, field_names, values, **kwargs)
         instance._saved_schedule = instance._schedule_key()
         return instance
 
@@ -247,7 +254,15 @@ class Task(Pausable):
 
 
 class TaskRun(models.Model):
-    """One deferred execution of a Task; outlives the procrastinate job it mirrors."""
+    """One deferred execution of a Task; outlives the procrastinate job it mirrors.
+
+    Every write goes through :mod:`scheduler.run_records`. The status follows the job's:
+    the database trigger ``metronome_sync_task_run`` fires after each UPDATE that changes
+    a ``procrastinate_jobs`` row's status and, in the same transaction, marks this run
+    doing (a new ``attempt_log`` entry), succeeded, failed or cancelled (closing the
+    entry), or back to todo for a retry (``scheduler/sql/taskrun_status_trigger.sql``;
+    system check ``scheduler.E001`` verifies it is installed and current).
+    """
 
     class Status(models.TextChoices):
         TODO = "todo", "To do"
@@ -332,43 +347,6 @@ class SchedulerTick(models.Model):
     @property
     def duration(self) -> dt.timedelta:
         return self.finished_at - self.started_at
-
-
-class AuditEntry(models.Model):
-    """Who did what to which object, and what changed (secrets masked)."""
-
-    class Action(models.TextChoices):
-        CREATE = "create", "Created"
-        CHANGE = "change", "Changed"
-        DELETE = "delete", "Deleted"
-        PAUSE = "pause", "Paused"
-        RESUME = "resume", "Resumed"
-        RUN_NOW = "run_now", "Run now"
-        JOB_RETRY = "job_retry", "Job retried"
-        JOB_CANCEL = "job_cancel", "Job cancelled"
-        JOB_ABORT = "job_abort", "Job aborted"
-
-    created_at = models.DateTimeField(default=timezone.now, db_index=True)
-    user = models.ForeignKey(
-        "auth.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
-    username = models.CharField(max_length=150, blank=True, help_text="Kept if the user goes.")
-    tenant = models.ForeignKey(
-        Tenant, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
-    action = models.CharField(max_length=16, choices=Action.choices)
-    model = models.CharField(max_length=64)
-    object_id = models.CharField(max_length=64)
-    object_repr = models.CharField(max_length=200)
-    changes = models.JSONField(default=dict, blank=True, help_text="field: [before, after]")
-
-    class Meta:
-        ordering = ["-created_at", "-id"]
-        verbose_name_plural = "audit entries"
-
-    def __str__(self) -> str:
-        who = self.username or "system"
-        return f"{who} {self.get_action_display().lower()} {self.model} {self.object_repr}"
 
 
 class WorkerInfo(models.Model):

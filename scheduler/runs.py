@@ -8,8 +8,9 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from scheduler import jobs
+from scheduler import jobs, run_records
 from scheduler.models import Task, TaskRun
+from scheduler.planner import RunToDefer
 from scheduler.policies import plan_overlap
 
 
@@ -29,7 +30,7 @@ def run_now(task: Task, now: dt.datetime | None = None) -> TaskRun:
         if not task.tenant.is_active:
             raise ValidationError(f"Tenant '{task.tenant}' is inactive; activate it first.")
         procrastinate_task = task.integration.type.get_task(task.name).procrastinate_name
-        active = jobs.active_runs([task.pk])
+        active = run_records.active_runs([task.pk])
         queued, running = active.queued.get(task.pk, 0), active.running.get(task.pk, 0)
         chosen, _ = plan_overlap([now], policy=task.overlap, queued=queued, running=running)
         if not chosen:
@@ -37,8 +38,9 @@ def run_now(task: Task, now: dt.datetime | None = None) -> TaskRun:
                 f"Task {task.pk} already has a run {'queued' if queued else 'running'} and its "
                 f"overlap policy is '{task.overlap}'; wait for it, or set overlap to 'allow'."
             )
-        (run_id,) = jobs.defer_runs(
-            [jobs.RunToDefer.of(task, procrastinate_task, now, manual=True)]
+        run_records.settle_stale_runs(active.stale)
+        (run_id,) = run_records.defer_runs(
+            [RunToDefer.of(task, procrastinate_task, now, manual=True)]
         )
     return TaskRun.objects.get(pk=run_id)
 

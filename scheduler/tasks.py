@@ -13,9 +13,8 @@ from django.conf import settings
 from procrastinate.contrib.django import app
 
 from scheduler.cron import period_to_cron
+from scheduler.queues import SCHEDULER_QUEUE
 from scheduler.tick import run_tick
-
-SCHEDULER_QUEUE = "scheduler"
 
 
 @app.periodic(cron=period_to_cron(settings.SCHEDULER_PERIOD), periodic_id="metronome-tick")

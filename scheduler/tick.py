@@ -1,23 +1,31 @@
 """One scheduler tick: turn every due Task into jobs on its tenant's queue.
 
-The tick is one transaction on Django's connection: TaskRun rows, procrastinate job
-rows, ``next_run_at`` updates and the tick's own record commit together or not at all
-(jobs are inserted through a JobManager on Django's connection, not the worker's pool).
-Due Tasks are locked ``FOR UPDATE SKIP LOCKED``, so concurrent schedulers never take
-the same Task; a (task, scheduled_for) pair that already has a run is never deferred
-again, and a unique constraint backs that. The number of queries does not depend on
-the number of due Tasks.
+A tick reads, then plans, then writes, in one transaction on Django's connection:
+
+- **read**: the due Tasks, locked ``FOR UPDATE SKIP LOCKED`` so concurrent schedulers
+  never take the same Task, and what code each runs; then, for the fires their catch-up
+  policies chose, the (task, fire) pairs that already have a run and the runs still queued
+  or running (:mod:`scheduler.tick_store`, :mod:`scheduler.run_records`);
+- **plan**: :mod:`scheduler.planner`, pure functions of those values;
+- **write**: the runs and their jobs, the end of runs whose job vanished, every due Task's
+  ``next_run_at`` and counters, and the tick's own record.
+
+Runs, job rows and Task updates commit together or not at all (jobs are inserted through a
+JobManager on Django's connection, not the worker's pool). A (task, scheduled_for) pair
+that already has a run is never deferred again, and a unique constraint backs that. The
+number of queries does not depend on the number of due Tasks.
 
 One Task never stops the tick for the others: whatever goes wrong while planning a Task
-(its cron or zone, its code or kwargs, its policies) is written on that Task, counted in
-the tick's record, and the tick goes on (see :func:`fail_task`).
+(its cron or zone, its code or kwargs, its policies) is written on that Task
+(``plan_error``), counted in the tick's record, logged once per change, and the tick goes
+on (see :func:`scheduler.planner.failure`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -27,10 +35,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from integrations.base import registry
-from scheduler import jobs
-from scheduler.cron import next_fire
-from scheduler.models import SchedulerTick
-from scheduler.policies import plan_catchup, plan_overlap
+from scheduler import planner, run_records, tick_store
 
 logger = logging.getLogger(__name__)
 
@@ -57,114 +62,50 @@ class TickResult:
         }
 
 
-#: What each step of planning a Task does, and what fixes its failure.
-STEPS = {
-    "schedule": (
-        "Computing the next run time",
-        "Check the task's cron and time zone (or its tenant's).",
-    ),
-    "code": (
-        "Finding the task's code",
-        "Deploy the integration's code again, or disable or delete the task.",
-    ),
-    "kwargs": ("Checking the task's kwargs", "Edit the kwargs to fit the task."),
-    "policies": (
-        "Applying the catch-up and overlap policies",
-        "Check the task's catch-up and overlap settings.",
-    ),
-}
-#: A plan error is stored and shown whole up to this length.
-MAX_ERROR_LENGTH = 2000
-#: The largest value of a PositiveIntegerField (PostgreSQL integer); counters saturate.
-MAX_COUNT = 2_147_483_647
-
-
 def run_tick(now: dt.datetime, *, clock: Callable[[], dt.datetime] = timezone.now) -> TickResult:
     """Defer the runs of every Task due at ``now`` (the tick's time, not the clock's)."""
     started = clock()
-    result = TickResult(now=now)
+    grace = dt.timedelta(seconds=settings.SCHEDULER_PERIOD)
     with transaction.atomic():
-        due = jobs.lock_due_tasks(now)
-        runnable, advances = split_blocked(due, now, result)
-        planned = plan_runs(runnable, now, advances, result)
-        runs = jobs.defer_runs(planned)
-        jobs.advance_tasks(list(advances.values()), now)
-        record_tick(result, due, runs, started, clock())
-    result.deferred = runs
+        # Read.
+        due = tick_store.lock_due_tasks(now)
+        code = {task.pk: task_code(task) for task in due if not task.blocked}
+        drafted = planner.draft(due, now=now, grace=grace, code=code)
+        done = run_records.existing_ticks(drafted.candidate_pairs())
+        active = run_records.active_runs(drafted.watched_task_ids())
+        # Plan.
+        plan = planner.plan(drafted, done=done, queued=active.queued, running=active.running)
+        log_plan(due, plan)
+        # Write.
+        run_ids = run_records.defer_runs(plan.runs)
+        run_records.settle_stale_runs(active.stale)
+        tick_store.advance_tasks(plan.advances, now)
+        tick_store.record_tick(now, plan, len(run_ids), started, clock())
+    result = TickResult(
+        now=now,
+        due=plan.due,
+        deferred=run_ids,
+        skipped=plan.skipped,
+        missed=plan.missed,
+        blocked=plan.blocked,
+        errors=plan.errors,
+    )
     if due:
         logger.info("tick %s: %s", now.isoformat(), result.as_dict())
     return result
 
 
-def fail_task(
-    task: jobs.DueTask,
-    step: str,
-    exc: Exception,
-    result: TickResult,
-    advances: dict[int, jobs.Advance],
-) -> None:
-    """Record that ``task`` could not be planned at ``step``; the tick goes on without it.
-
-    The Task keeps its ``next_run_at``: it stays due and is retried at every tick. That
-    is cheap (planning one Task is bounded: lookups are cached, missed ticks are counted
-    arithmetically), a fix (an edit, a deploy bringing its code back) takes effect at the
-    next tick without touching the schedule, and the ticks it missed meanwhile then go
-    through its catch-up policy like those of any outage. Pushing ``next_run_at`` on
-    instead would drop those ticks silently and delay the fix's effect. The error is
-    written on the Task (``plan_error``; ``plan_error_at`` keeps the tick it first came
-    at) and logged only when it changes, so a lasting error costs one row of each tick's
-    single UPDATE, not a log line per tick.
-    """
-    what, fix = STEPS[step]
-    if isinstance(exc, ValidationError):
-        detail = " ".join(exc.messages)
-    else:
-        detail = f"{type(exc).__name__}: {exc}"
-    message = f"{what} failed: {detail} {fix} Retried at every tick."
-    if len(message) > MAX_ERROR_LENGTH:
-        message = message[: MAX_ERROR_LENGTH - 1] + "…"
-    result.errors[task.pk] = message
-    advances[task.pk] = jobs.Advance(task.pk, task.next_run_at, error=message)
-    if message != task.plan_error:
-        logger.warning(
-            "task %s (%s.%s) not scheduled: %s",
-            task.pk,
-            task.integration_type,
-            task.name,
-            message,
-            exc_info=not isinstance(exc, ValidationError),  # a bug: keep the traceback
-        )
-
-
-def split_blocked(
-    due: list[jobs.DueTask], now: dt.datetime, result: TickResult
-) -> tuple[list[tuple[jobs.DueTask, str]], dict[int, jobs.Advance]]:
-    """Every due Task moves on to its next tick; blocked ones (paused, tenant inactive,
-    integration disabled) do nothing else, and their ticks are not misses. A Task that
-    cannot be planned (its cron, zone, code or kwargs) is left to :func:`fail_task`.
-    Returns the runnable Tasks with the procrastinate task each one runs."""
-    advances: dict[int, jobs.Advance] = {}
-    runnable = []
-    for task in due:
-        step = "schedule"
-        try:
-            advance = jobs.Advance(task.pk, next_fire(task.cron, now, task.zone))
-            if not (task.paused or task.owner_blocked):
-                step = "code"
-                procrastinate_task = _procrastinate_task(task.integration_type, task.name)
-                step = "kwargs"
-                check_kwargs(task.integration_type, task.name, task.kwargs)
-        except Exception as exc:
-            fail_task(task, step, exc, result, advances)
-            continue
-        if task.plan_error:
-            logger.info("task %s is scheduled again", task.pk)
-        advances[task.pk] = advance
-        if task.paused or task.owner_blocked:
-            result.blocked += 1
-        else:
-            runnable.append((task, procrastinate_task))
-    return runnable, advances
+def task_code(task: planner.DueTask) -> planner.TaskCode:
+    """The procrastinate task a due Task runs, or why it cannot run (code gone, or
+    kwargs that no longer fit its function). Registry lookups, cached per process."""
+    step = "code"
+    try:
+        procrastinate_task = _procrastinate_task(task.integration_type, task.name)
+        step = "kwargs"
+        check_kwargs(task.integration_type, task.name, task.kwargs)
+    except Exception as exc:
+        return planner.TaskCode(step=step, error=exc)
+    return planner.TaskCode(procrastinate_task=procrastinate_task)
 
 
 @lru_cache(maxsize=1024)
@@ -196,72 +137,21 @@ def _kwargs_error(integration_type: str, name: str, names: tuple[str, ...]) -> s
     return ""
 
 
-def plan_runs(
-    runnable: list[tuple[jobs.DueTask, str]],
-    now: dt.datetime,
-    advances: dict[int, jobs.Advance],
-    result: TickResult,
-) -> list[jobs.RunToDefer]:
-    """Apply each Task's catch-up and overlap policies; never plan a tick twice.
-
-    A Task whose policies raise is left to :func:`fail_task`; the others go on."""
-    grace = dt.timedelta(seconds=settings.SCHEDULER_PERIOD)
-    plans = {}
-    for task, _ in runnable:
-        try:
-            plans[task.pk] = plan_catchup(
-                cron=task.cron,
-                zone=task.zone,
-                next_run_at=task.next_run_at,
-                now=now,
-                policy=task.catchup,
-                window=task.catchup_window,
-                max_runs=task.catchup_max,
-                grace=grace,
+def log_plan(due: Sequence[planner.DueTask], plan: planner.TickPlan) -> None:
+    """Log each plan error when it differs from the one stored on the Task (a lasting
+    error is logged once, not at every tick), and each Task planned again after one."""
+    for task in due:
+        failure = plan.failures.get(task.pk)
+        if failure is None:
+            if task.plan_error:
+                logger.info("task %s is scheduled again", task.pk)
+        elif failure.message != task.plan_error:
+            logger.warning(
+                "task %s (%s.%s) not scheduled: %s",
+                task.pk,
+                task.integration_type,
+                task.name,
+                failure.message,
+                # A bug keeps its traceback; a ValidationError says all it has to say.
+                exc_info=None if isinstance(failure.error, ValidationError) else failure.error,
             )
-        except Exception as exc:
-            fail_task(task, "policies", exc, result, advances)
-    runnable = [(task, name) for task, name in runnable if task.pk in plans]
-    done = jobs.existing_ticks((pk, when) for pk, plan in plans.items() for when in plan.fires)
-    watched = [t.pk for t, _ in runnable if t.overlap != "allow" and plans[t.pk].fires]
-    active = jobs.active_runs(watched) if watched else jobs.ActiveRuns({}, {})
-    planned = []
-    for task, procrastinate_task in runnable:
-        plan = plans[task.pk]
-        fires = [when for when in plan.fires if (task.pk, when) not in done]
-        try:
-            fires, skipped = plan_overlap(
-                fires,
-                policy=task.overlap,
-                queued=active.queued.get(task.pk, 0),
-                running=active.running.get(task.pk, 0),
-            )
-            runs = [jobs.RunToDefer.of(task, procrastinate_task, when) for when in fires]
-        except Exception as exc:
-            fail_task(task, "policies", exc, result, advances)
-            continue
-        advance = advances[task.pk]
-        advance.missed, advance.skipped = plan.missed, skipped
-        advance.last_run_at = fires[-1] if fires else None
-        result.missed += plan.missed
-        result.skipped += skipped
-        planned += runs
-    result.due = len(advances)
-    return planned
-
-
-def record_tick(result, due, runs, started: dt.datetime, finished: dt.datetime) -> None:
-    """The heartbeat health checks and admin read; old ones are pruned as we go."""
-    retention = dt.timedelta(days=settings.SCHEDULER_TICK_RETENTION_DAYS)
-    SchedulerTick.objects.filter(started_at__lt=started - retention).delete()
-    SchedulerTick.objects.create(
-        tick_time=result.now,
-        started_at=started,
-        finished_at=finished,
-        due=len(due),
-        deferred=len(runs),
-        skipped=min(result.skipped, MAX_COUNT),
-        missed=min(result.missed, MAX_COUNT),
-        blocked=result.blocked,
-        errors=len(result.errors),
-    )

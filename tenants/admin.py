@@ -6,10 +6,13 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin
+from django.core.exceptions import ImproperlyConfigured
+from django.db.models import Model
 from django.http import HttpRequest
 
 from tenants import keycheck
-from tenants.access import can_edit, can_manage_owners
+from tenants.access import AccessUser, can_edit, can_manage_owners
+from tenants.admin_actions import pause_tenants, resume_tenants
 from tenants.admin_base import TenantScopedAdmin
 from tenants.admin_members import MembershipForm, MembershipFormSet, owner_members
 from tenants.crypto import LockerError
@@ -28,18 +31,25 @@ class MembershipInline(admin.TabularInline):
     def get_queryset(self, request: HttpRequest) -> Any:
         return super().get_queryset(request).select_related("user", "tenant")
 
-    def get_formset(self, request: HttpRequest, obj: Any = None, **kwargs: Any) -> Any:
+    def get_formset(
+        self, request: HttpRequest, obj: Tenant | None = None, **kwargs: Any
+    ) -> type[MembershipFormSet]:
         formset = super().get_formset(request, obj, **kwargs)  # a new class per call
+        if not issubclass(formset, MembershipFormSet):
+            raise ImproperlyConfigured(
+                f"MembershipInline built a {formset.__name__}; its role rules need a "
+                "MembershipFormSet (keep formset = MembershipFormSet)."
+            )
         formset.acting_user = request.user
         return formset
 
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+    def has_add_permission(self, request: HttpRequest, obj: Tenant | None = None) -> bool:
         return can_edit(request.user, obj.pk if obj is not None else None)
 
     has_change_permission = has_add_permission
     has_delete_permission = has_add_permission
 
-    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+    def has_view_permission(self, request: HttpRequest, obj: Tenant | None = None) -> bool:
         return True  # the parent page already checked the tenant
 
 
@@ -51,7 +61,7 @@ class TenantForm(forms.ModelForm):
     )
 
     #: The user editing the page; set per request by ``TenantAdmin.get_form``.
-    acting_user: Any = None
+    acting_user: AccessUser | None = None
 
     class Meta:
         model = Tenant
@@ -67,6 +77,11 @@ class TenantForm(forms.ModelForm):
             return
         # Tenant staff choose among the tenant's owners only: no other user is listed or
         # accepted, so the page never names a user from outside the tenant.
+        if not isinstance(owner, forms.ModelChoiceField):
+            raise ImproperlyConfigured(
+                f"TenantForm's owner field is a {type(owner).__name__}; limiting it to the "
+                "tenant's owners needs a ModelChoiceField."
+            )
         owner.queryset = owner_members(self.instance)
         owner.help_text = "One of the tenant's owner members."
         owner.error_messages["invalid_choice"] = (
@@ -79,25 +94,37 @@ class TenantForm(forms.ModelForm):
 class TenantAdmin(TenantScopedAdmin):
     form = TenantForm
     tenant_path = "pk"
-    list_display = ["name", "id", "email", "owner", "timezone", "is_active", "paused_at"]
+    list_display = ["name", "id", "email", "owner", "timezone", "is_active", "paused_display"]
     list_filter = ["is_active"]
     search_fields = ["name", "email"]
     list_select_related = ["owner"]
     inlines = [MembershipInline]
+    actions = [pause_tenants, resume_tenants]
     readonly_fields = ["paused_at", "pause_note", "paused_until"]
+
+    @admin.display(description="paused", boolean=True)
+    def paused_display(self, obj: Tenant) -> bool:
+        return obj.is_paused()
 
     def get_autocomplete_fields(self, request: HttpRequest) -> list[str]:
         # The user autocomplete searches every user of the installation: operators only.
         return ["owner"] if request.user.is_superuser else []
 
-    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+    def get_readonly_fields(self, request: HttpRequest, obj: Tenant | None = None) -> list[str]:
         fields = list(super().get_readonly_fields(request, obj))
         if obj is not None and not can_manage_owners(request.user, obj.pk):
             fields += ["owner", "is_active"]  # only owners hand over or deactivate a tenant
         return fields
 
-    def get_form(self, request: HttpRequest, obj: Any = None, **kwargs: Any) -> Any:
-        form = super().get_form(request, obj, **kwargs)  # a new class per call
+    def get_form(
+        self, request: HttpRequest, obj: Tenant | None = None, change: bool = False, **kwargs: Any
+    ) -> type[TenantForm]:
+        form = super().get_form(request, obj, change=change, **kwargs)  # a new class per call
+        if not issubclass(form, TenantForm):
+            raise ImproperlyConfigured(
+                f"TenantAdmin built a {form.__name__}; the owner rules need a TenantForm "
+                "(keep form = TenantForm)."
+            )
         form.acting_user = request.user
         return form
 
@@ -110,18 +137,10 @@ class TenantAdmin(TenantScopedAdmin):
             )
         super().save_related(request, form, formsets, change)
 
-    def get_actions(self, request: HttpRequest) -> dict:
-        from scheduler.admin_actions import pause_tenants, resume_tenants
-
-        found = super().get_actions(request)
-        for action in (pause_tenants, resume_tenants):
-            found[action.__name__] = (action, action.__name__, action.short_description)
-        return found
-
     def has_add_permission(self, request: HttpRequest, *args: Any) -> bool:
         return request.user.is_superuser  # tenants are created by operators
 
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+    def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return request.user.is_superuser
 
 
@@ -147,8 +166,9 @@ class LockerForm(forms.ModelForm):
             self.fields["value"].label = "Value"
             self.fields["value"].help_text = "Write-only: it is never shown again."
 
-    def clean(self) -> dict:
-        cleaned = super().clean()
+    def clean(self) -> dict[str, Any]:
+        super().clean()  # a ModelForm's clean() gives back its cleaned_data
+        cleaned = self.cleaned_data
         if self.instance.pk and not cleaned.get("value"):
             cleaned.pop("value", None)  # keep the stored secret untouched
         elif cleaned.get("value"):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Callable, Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from django.contrib import admin
 from django.contrib.admin import (
@@ -25,33 +25,41 @@ from django.contrib.admin import (
     SimpleListFilter,
 )
 from django.contrib.admin.exceptions import DisallowedModelAdminLookup, DisallowedModelAdminToField
-from django.contrib.admin.options import IncorrectLookupParameters
+from django.contrib.admin.options import (
+    IS_FACETS_VAR,
+    IS_POPUP_VAR,
+    TO_FIELD_VAR,
+    IncorrectLookupParameters,
+)
 from django.contrib.admin.utils import get_fields_from_path
 from django.contrib.admin.views.main import (
     ALL_VAR,
     ERROR_FLAG,
-    IS_FACETS_VAR,
-    IS_POPUP_VAR,
     ORDER_VAR,
     PAGE_VAR,
     SEARCH_VAR,
-    TO_FIELD_VAR,
     ChangeList,
 )
 from django.core import checks
 from django.core.exceptions import FieldDoesNotExist, ImproperlyConfigured, ValidationError
-from django.db.models import F, Model, QuerySet
+from django.db.models import F, ForeignKey, ForeignObjectRel, Model, QuerySet
 from django.db.models.constants import LOOKUP_SEP
+from django.db.models.fields.related import RelatedField
+from django.forms import ModelChoiceField
 from django.http import Http404, HttpRequest, HttpResponseBadRequest
 
 from tenants.access import (
+    AccessUser,
     can_edit,
     can_view,
     editable_tenant_ids,
     scope,
     tenant_roles,
 )
-from tenants.models import Tenant
+from tenants.models import Locker, Tenant
+
+if TYPE_CHECKING:
+    from django.contrib.admin.options import _ListDisplayT, _ListFilterT
 
 # --- The admin's query surface -------------------------------------------------------------
 #
@@ -80,7 +88,7 @@ from tenants.models import Tenant
 #: Columns no admin may filter, search, order or group on, whoever asks: Locker values are
 #: write-only for everyone, password hashes are credentials.
 SECRET_COLUMNS: dict[str, frozenset[str]] = {
-    "tenants.locker": frozenset({"value"}),
+    "tenants.locker": frozenset(Locker.secret_fields),
     "auth.user": frozenset({"password"}),
 }
 
@@ -126,13 +134,20 @@ def _filter_class(model: type[Model], item: Any) -> tuple[str, Any, type[FieldLi
     path, filter_class = item if isinstance(item, (list, tuple)) else (item, None)
     field = get_fields_from_path(model, path)[-1]
     if filter_class is None:
-        filter_class = next(cls for test, cls in FieldListFilter._field_list_filters if test(field))
+        # Django's registry of field filters (FieldListFilter.register); not in django-stubs.
+        registry = FieldListFilter._field_list_filters  # type: ignore[attr-defined]
+        filter_class = next(cls for test, cls in registry if test(field))
     return path, field, filter_class
 
 
 def list_filter_parameters(model: type[Model], item: Any) -> frozenset[str]:
     """The query-string parameters one ``list_filter`` entry reads."""
     if isinstance(item, type) and issubclass(item, SimpleListFilter):
+        if item.parameter_name is None:
+            raise ImproperlyConfigured(
+                f"{model._meta.label}: list filter {item.__name__} has no parameter_name; "
+                "set it to the query-string parameter the filter reads."
+            )
         return frozenset({item.parameter_name})
     path, field, filter_class = _filter_class(model, item)
     for base, suffixes in _FIELD_FILTER_LOOKUPS:
@@ -149,10 +164,11 @@ def _ordering_names(value: Any) -> list[str]:
     """Field paths an ordering (a name, '-name' or an expression) sorts on."""
     if isinstance(value, str):
         return [value.lstrip("-")]
+    # F.name is set by F.__init__; django-stubs does not declare it.
     if isinstance(value, F):
-        return [value.name]
+        return [value.name]  # type: ignore[attr-defined]
     if hasattr(value, "flatten"):
-        return [node.name for node in value.flatten() if isinstance(node, F)]
+        return [node.name for node in value.flatten() if isinstance(node, F)]  # type: ignore[attr-defined]
     return []
 
 
@@ -175,6 +191,8 @@ def _check_initial_value(model: type[Model], name: str, value: str) -> None:
         return
     if not (field.many_to_one or field.one_to_one):
         return
+    if not isinstance(field, RelatedField | ForeignObjectRel):
+        return  # a GenericForeignKey: not a form field, so never an initial value
     target = field.target_field
     try:
         target.run_validators(target.to_python(value))
@@ -193,7 +211,7 @@ def _plain(exc: Exception) -> str:
     return str(exc)
 
 
-def may_run_actions(user: Any) -> bool:
+def may_run_actions(user: AccessUser) -> bool:
     """Whether the user may edit some tenant, hence be offered admin actions at all."""
     return user.is_superuser or bool(editable_tenant_ids(user))
 
@@ -210,16 +228,18 @@ def _gated(get_actions: Callable[..., dict]) -> Callable[..., dict]:
 class AllowlistChangeList(ChangeList):
     """A changelist that refuses (400) every parameter its admin does not declare."""
 
+    model_admin: AllowlistedQueryAdmin
+
     def __init__(
         self,
         request: HttpRequest,
         model: type[Model],
-        list_display: Sequence[Any],
-        list_display_links: Any,
-        list_filter: Sequence[Any],
+        list_display: _ListDisplayT[Any],
+        list_display_links: _ListDisplayT[Any],
+        list_filter: Sequence[_ListFilterT],
         date_hierarchy: str | None,
         search_fields: Sequence[str],
-        list_select_related: Any,
+        list_select_related: bool | Sequence[str],
         list_per_page: int,
         list_max_show_all: int,
         list_editable: Sequence[str],
@@ -314,11 +334,24 @@ class AllowlistedQueryAdmin(admin.ModelAdmin):
         super().__init_subclass__(**kwargs)
         own = cls.__dict__.get("get_actions")
         if own is not None and not getattr(own, "gated", False):
-            cls.get_actions = _gated(own)
+            # Wrapped once, as the class is made; mypy refuses any assignment to a method.
+            cls.get_actions = _gated(own)  # type: ignore[method-assign]
 
     @_gated
     def get_actions(self, request: HttpRequest) -> dict:
         return super().get_actions(request)
+
+    def get_object(self, request: HttpRequest, object_id: str, from_field: str | None = None):
+        """The object, or 404 when it is missing or outside the user's tenants.
+
+        Django's change, delete and history views redirect to the index with a message
+        for a missing object; answering 404 alike for another tenant's object says
+        nothing about whether it exists.
+        """
+        obj = super().get_object(request, object_id, from_field)
+        if obj is None:
+            raise Http404(f"No {self.opts.verbose_name} with id {object_id[:40]} here.")
+        return obj
 
     def filter_query_params(self, request: HttpRequest | None = None) -> frozenset[str]:
         """The filter parameters of this admin: its list filters' and its date hierarchy's."""
@@ -399,7 +432,7 @@ class AllowlistedQueryAdmin(admin.ModelAdmin):
         return super().get_search_results(request, queryset, search_term)
 
     def _orders_on_secret(self, name: Any) -> bool:
-        order_field = ChangeList.get_ordering_field(_ColumnResolver(self), name)
+        order_field = _ColumnResolver(self).get_ordering_field(name)
         return any(secret_in_path(self.model, n) for n in _ordering_names(order_field))
 
     def check(self, **kwargs: Any) -> list[checks.CheckMessage]:
@@ -449,8 +482,9 @@ class AllowlistedQueryAdmin(admin.ModelAdmin):
         ]
 
 
-class _ColumnResolver:
-    """What ChangeList.get_ordering_field reads, for an admin without a changelist."""
+class _ColumnResolver(ChangeList):
+    """A ChangeList without a request, for an admin's columns: it sets only what
+    ``get_ordering_field`` reads (ChangeList's own ``__init__`` would run the query)."""
 
     def __init__(self, model_admin: admin.ModelAdmin) -> None:
         self.model_admin, self.model = model_admin, model_admin.model
@@ -484,7 +518,9 @@ class ValuesFilter(admin.SimpleListFilter):
         }
         return type(f"ValuesFilter_{field_path}", (cls,), attrs)
 
-    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+    def lookups(
+        self, request: HttpRequest, model_admin: admin.ModelAdmin[Any]
+    ) -> list[tuple[str, str]]:
         values = (
             model_admin.get_queryset(request)
             .order_by()
@@ -509,7 +545,7 @@ def admin_query_reference(site: admin.AdminSite | None = None) -> dict[str, list
     tenants.Locker: tenant__id__exact tenant__isnull | search: key tenant__name
     integrations.Integration: name enabled__exact enabled__isnull tenant__id__exact
         tenant__isnull | search: name tenant__name
-    integrations.GithubUser: tenant__id__exact tenant__isnull site_admin__exact
+    github.GithubUser: tenant__id__exact tenant__isnull site_admin__exact
         site_admin__isnull | search: login
     scheduler.Task: tenant__id__exact tenant__isnull integration__name enabled__exact
         enabled__isnull paused last_status | search: name cron tenant__name integration__name
@@ -519,7 +555,7 @@ def admin_query_reference(site: admin.AdminSite | None = None) -> dict[str, list
     procrastinate.ProcrastinateJob: status__exact status__isnull queue task_name
         | search: task_name queue_name
     scheduler.SchedulerTick: started_at__year started_at__month started_at__day | search:
-    scheduler.AuditEntry: action model tenant__id__exact tenant__isnull
+    audit.AuditEntry: action model tenant__id__exact tenant__isnull
         | search: object_repr username
 
     ``queue`` is a tenant's queue (its id); ``paused`` is yes/no; ``last_status`` a run status
@@ -548,8 +584,8 @@ class TenantScopedAdmin(AllowlistedQueryAdmin):
     def get_queryset(self, request: HttpRequest) -> QuerySet:
         return scope(super().get_queryset(request), request.user, self.tenant_path)
 
-    def tenant_id_of(self, obj: Any) -> int | None:
-        value = obj
+    def tenant_id_of(self, obj: Model) -> int | None:
+        value: Any = obj
         for part in self.tenant_path.split("__"):
             value = getattr(value, part, None)
             if value is None:
@@ -559,12 +595,12 @@ class TenantScopedAdmin(AllowlistedQueryAdmin):
     def has_module_permission(self, request: HttpRequest) -> bool:
         return request.user.is_superuser or bool(tenant_roles(request.user))
 
-    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+    def has_view_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         if obj is None:
             return self.has_module_permission(request)
         return can_view(request.user, self.tenant_id_of(obj))
 
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         if obj is None:
             return request.user.is_superuser or bool(editable_tenant_ids(request.user))
         return can_edit(request.user, self.tenant_id_of(obj))
@@ -572,21 +608,24 @@ class TenantScopedAdmin(AllowlistedQueryAdmin):
     def has_add_permission(self, request: HttpRequest, *args: Any) -> bool:
         return self.has_change_permission(request)
 
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+    def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return self.has_change_permission(request, obj)
 
-    def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any):
+    def formfield_for_foreignkey(
+        self, db_field: ForeignKey[Any, Any], request: HttpRequest, **kwargs: Any
+    ) -> ModelChoiceField[Any] | None:
         field = super().formfield_for_foreignkey(db_field, request, **kwargs)
         related = db_field.related_model
         ids = editable_tenant_ids(request.user)
         if field is not None and ids is not None:
+            queryset = field.queryset
+            if queryset is None:
+                raise ImproperlyConfigured(
+                    f"{type(self).__name__}: the form field of '{db_field.name}' has no "
+                    "queryset to limit to the user's tenants; give it one."
+                )
             if related is Tenant:
-                field.queryset = field.queryset.filter(pk__in=ids)
+                field.queryset = queryset.filter(pk__in=ids)
             elif any(f.name == "tenant" for f in related._meta.fields):
-                field.queryset = field.queryset.filter(tenant_id__in=ids)
+                field.queryset = queryset.filter(tenant_id__in=ids)
         return field
-
-    def _get_obj_does_not_exist_redirect(self, request: HttpRequest, opts: Any, object_id: str):
-        # Django redirects to the index with a message; for another tenant's object we
-        # answer like for a missing one, without saying whether it exists.
-        raise Http404(f"No {opts.verbose_name} with id {object_id} here.")

@@ -11,17 +11,17 @@ user, so the page never offers a list of the installation's users.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django import forms
 from django.contrib.auth import get_user_model
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.models import AnonymousUser
-from django.core.exceptions import ValidationError
+from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.db.models import QuerySet
 from django.forms.formsets import DELETION_FIELD_NAME
 
-from tenants.access import can_manage_owners, grantable_roles
+from tenants.access import AccessUser, can_manage_owners, grantable_roles
 from tenants.models import Membership, Tenant
 
 OWNER = Membership.Role.OWNER
@@ -111,7 +111,8 @@ class MembershipForm(forms.ModelForm):
         return user
 
     def clean(self) -> dict[str, Any]:
-        cleaned = super().clean()
+        super().clean()  # a ModelForm's clean() gives back its cleaned_data
+        cleaned = self.cleaned_data
         # A browser never submits a disabled field: a differing value is a forged request,
         # refused with the reason rather than silently ignored.
         for name, field in self.fields.items():
@@ -133,20 +134,31 @@ class MembershipForm(forms.ModelForm):
         return cleaned
 
 
-class MembershipFormSet(forms.BaseInlineFormSet):
+if TYPE_CHECKING:
+    _MembershipFormSetBase = forms.BaseInlineFormSet[Membership, Tenant, forms.ModelForm[Any]]
+else:  # Django's formsets take no type arguments at run time
+    _MembershipFormSetBase = forms.BaseInlineFormSet
+
+
+class MembershipFormSet(_MembershipFormSetBase):
     """The tenant's memberships, checked as a whole against the acting user's role."""
 
     #: The user editing the page; set per request by ``MembershipInline.get_formset``.
-    acting_user: Any = None
+    acting_user: AccessUser | None = None
     #: Set by ``clean``: the tenant's owner must be added as an owner member on save.
     owner_membership_missing: bool = False
 
     @property
-    def actor(self) -> Any:
+    def actor(self) -> AccessUser:
         return self.acting_user if self.acting_user is not None else AnonymousUser()
 
-    def add_fields(self, form: forms.BaseForm, index: int | None) -> None:
+    def add_fields(self, form: forms.ModelForm[Any], index: int | None) -> None:
         super().add_fields(form, index)
+        if not isinstance(form, MembershipForm):
+            raise ImproperlyConfigured(
+                f"MembershipFormSet got a {type(form).__name__}; its rows must be "
+                "MembershipForms (keep form = MembershipForm on the inline)."
+            )
         tenant_id = self.instance.pk
         if "role" not in form.fields or can_manage_owners(self.actor, tenant_id):
             return
@@ -164,6 +176,11 @@ class MembershipFormSet(forms.BaseInlineFormSet):
             return
         allowed = grantable_roles(self.actor, tenant_id)
         role = form.fields["role"]
+        if not isinstance(role, forms.ChoiceField):
+            raise ImproperlyConfigured(
+                f"MembershipForm's role field is a {type(role).__name__}; the role rules need "
+                "a ChoiceField (the model field's choices)."
+            )
         role.choices = [
             (value, name) for value, name in Membership.Role.choices if value in allowed
         ]
@@ -191,7 +208,12 @@ class MembershipFormSet(forms.BaseInlineFormSet):
     def clean(self) -> None:
         super().clean()
         self.owner_membership_missing = False
-        deleting = {f for f in self.forms if self.can_delete and self._should_delete_form(f)}
+        # _should_delete_form: BaseFormSet's own test, which django-stubs does not declare.
+        deleting = {
+            f
+            for f in self.forms
+            if self.can_delete and self._should_delete_form(f)  # type: ignore[attr-defined]
+        }
         if not all(form.is_valid() for form in self.forms if form not in deleting):
             return  # the rows' own errors come first
         tenant = self.instance
@@ -256,8 +278,9 @@ class MembershipFormSet(forms.BaseInlineFormSet):
         everything = self.forms
         initial = self.initial_forms
 
-        def promotes(form: forms.BaseForm) -> bool:
-            return not self._should_delete_form(form) and form.cleaned_data.get("role") == OWNER
+        def promotes(form: forms.ModelForm[Any]) -> bool:
+            deleted = self._should_delete_form(form)  # type: ignore[attr-defined]
+            return not deleted and form.cleaned_data.get("role") == OWNER
 
         self.forms = (
             sorted(initial, key=lambda form: not promotes(form)) + everything[len(initial) :]

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import zoneinfo
+from collections.abc import Collection
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -13,6 +14,10 @@ from django.db import models, transaction
 from django.utils import timezone
 
 from tenants import crypto, keycheck
+from tenants.queues import queue_for
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User  # settings.AUTH_USER_MODEL
 
 
 @cache
@@ -34,6 +39,28 @@ def default_time_zone() -> str:
     return settings.TIME_ZONE
 
 
+def paused_q(now: dt.datetime, prefix: str = "") -> models.Q:
+    """Rows paused at ``now``: a pause began and has not ended by itself yet.
+
+    ``prefix`` reaches a Pausable through a relation (``"tenant__"``). The scheduler's
+    tick computes the same in SQL (``scheduler.jobs``); this is its ORM form.
+    """
+    return models.Q(**{f"{prefix}paused_at__isnull": False}) & (
+        models.Q(**{f"{prefix}paused_until__isnull": True})
+        | models.Q(**{f"{prefix}paused_until__gt": now})
+    )
+
+
+class PausableQuerySet(models.QuerySet):
+    """``.paused(now)`` and ``.not_paused(now)``, with ``now`` defaulting to the clock."""
+
+    def paused(self, now: dt.datetime | None = None) -> PausableQuerySet:
+        return self.filter(paused_q(now or timezone.now()))
+
+    def not_paused(self, now: dt.datetime | None = None) -> PausableQuerySet:
+        return self.exclude(paused_q(now or timezone.now()))
+
+
 class Pausable(models.Model):
     """A pause with a note and an optional end: no scheduled runs while paused.
 
@@ -45,6 +72,9 @@ class Pausable(models.Model):
     paused_until = models.DateTimeField(
         null=True, blank=True, help_text="The pause ends by itself at this time (optional)."
     )
+    #: Saved with every pause and resume; concrete models may redeclare it in their own
+    #: field order.
+    updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         abstract = True
@@ -89,6 +119,8 @@ class Tenant(Pausable):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
+    objects = PausableQuerySet.as_manager()
+
     class Meta:
         ordering = ["name"]
 
@@ -97,11 +129,11 @@ class Tenant(Pausable):
 
     @property
     def queue_name(self) -> str:
-        """The procrastinate queue of this tenant's jobs: its id, as the seed says."""
-        return str(self.pk)
+        """The procrastinate queue of this tenant's jobs (``tenants.queues``)."""
+        return queue_for(self)
 
     @classmethod
-    def create(cls, user: Any, name: str, email: str, **fields: Any) -> Tenant:
+    def create(cls, user: User, name: str, email: str, **fields: Any) -> Tenant:
         """Create a tenant owned by ``user`` (an owner member); all or nothing, validated first."""
         tenant = cls(name=name, email=email, owner=user, **fields)
         tenant.full_clean()
@@ -201,6 +233,9 @@ class Locker(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
+    #: Fields never shown, filtered, searched, ordered on or written to the audit trail.
+    secret_fields: ClassVar[tuple[str, ...]] = ("value",)
+
     #: The token as loaded from (or last written to) the database; None for a new instance.
     _stored_token: str | None = None
 
@@ -228,8 +263,15 @@ class Locker(models.Model):
             self._stored_token = self.value
 
     @classmethod
-    def from_db(cls, db: Any, field_names: Any, values: Any) -> Locker:
-        instance = super().from_db(db, field_names, values)
+    def from_db(
+        cls,
+        db: str | None,
+        field_names: Collection[str],
+        values: Collection[Any],
+        **kwargs: Any,
+    ) -> Locker:
+        # ``kwargs``: keyword options later Django versions pass along (``fetch_mode``).
+        instance = super().from_db(db, field_names, values, **kwargs)
         instance._stored_token = instance.__dict__.get("value")
         return instance
 

@@ -1,4 +1,4 @@
-"""Issue 3: admin forms reject bad input with a message and save nothing."""
+"""Admin forms reject bad input with a message and save nothing."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Issue 7: every benchmark in ``bench/`` still runs end to end, so that none can rot.
+"""Every benchmark in ``bench/`` runs end to end, so that none can rot.
 
 Tiny sizes and one repetition: the numbers are not checked, only that each script seeds,
 measures both sides and writes its section. They run as subprocesses, the way a user runs

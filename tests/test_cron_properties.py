@@ -84,13 +84,31 @@ def test_prev_and_next_are_consistent(cron, at, zone):
     assert next_fire(cron, previous, zone) > at
 
 
-@settings(max_examples=300, deadline=None)
-@given(text=st.text(max_size=40))
-def test_validate_cron_only_raises_validation_error(text):
+#: Cron-looking input: fields that are mostly valid, and tokens that are mostly not, so that
+#: both answers come up often.
+GOOD = ["*", "*/5", "0", "1", "7", "1-5", "1,2", "*/15", "2-4/2"]
+BAD = ["*/0", "60", "5-1", "15W", "?", "H", "-1", "x", "5#6", "0\u00a00"]
+EXTRAS = ["MON", "jan", "L", "5#2", "L5", "@daily", "@reboot", "@every"]
+cron_like = st.one_of(
+    st.text(max_size=40),
+    st.lists(st.sampled_from(GOOD + BAD + EXTRAS), min_size=1, max_size=7).map(" ".join),
+    st.lists(st.sampled_from(GOOD * 4 + BAD), min_size=5, max_size=6).map(" ".join),
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(text=cron_like, after=instants)
+def test_any_text_is_refused_with_a_message_or_schedulable(text, after):
+    """Nothing but a ValidationError that says something, and nothing accepted that the
+    scheduler then cannot compute a next run for."""
     try:
         validate_cron(text)
-    except ValidationError:
-        return  # the only exception allowed
+    except ValidationError as exc:
+        assert exc.messages and all(message.strip() for message in exc.messages)
+        return
+    fire = next_fire(text, after, "UTC")
+    assert fire > after
+    assert prev_fire(text, fire, "UTC") == fire
 
 
 @pytest.mark.parametrize("cron", ["*/10 * * * * *", "0 0 * * * 30"])

@@ -1,4 +1,4 @@
-"""Issue 6 faults: a worker killed mid-job, SIGTERM, purge of finished jobs."""
+"""Faults: a worker killed mid-job, SIGTERM, purge of finished jobs."""
 
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
 """Fire times across long DST shifts, and missed ticks counted without listing them.
 
 Pure functions: no database. The brute force every count is checked against is
-``fires_between`` (one ``next_fire`` per fire), itself checked against croniter in
-``tests/test_cron_properties.py``.
+``fires_between`` (one ``next_fire`` per fire); ``tests/test_cron_properties.py`` checks
+``next_fire`` against the independent matcher in ``tests/cron_reference.py``.
 """
 
 from __future__ import annotations

@@ -1,27 +1,24 @@
-"""Issue 2: the project runs on real PostgreSQL with real procrastinate workers."""
+"""The foundation: real procrastinate workers on PostgreSQL, and ``run.sh``, the one entry point."""
 
 from __future__ import annotations
 
 import os
+import re
+import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
-from django.db import connection
 from procrastinate.contrib.django import app
 from procrastinate.contrib.django.models import ProcrastinateJob
 
+from scheduler.models import WorkerInfo
 from tests import conftest
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def test_database_is_postgresql(db):
-    assert connection.vendor == "postgresql"
-    with connection.cursor() as cursor:
-        cursor.execute("SHOW server_version_num")
-        assert int(cursor.fetchone()[0]) >= 130000
 
 
 def test_worker_runs_a_deferred_job_to_succeeded(run_worker):
@@ -48,6 +45,58 @@ def run_sh(*args: str, env: dict[str, str] | None = None, timeout: int = 120):
     )
 
 
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def traced(output: str, command: str) -> list[str]:
+    """The lines of bash's trace (``+ ...``) that ran ``command``, in any run.sh process
+    (honcho prefixes a process's lines with its time and name, then ``| ``)."""
+    trace = re.compile(r"(?:^|\| )\++ ")
+    return [line for line in output.splitlines() if trace.search(line) and command in line]
+
+
+def test_run_sh_sets_up_once_then_starts_web_and_both_workers(test_database_url, clean_jobs):
+    """``./run.sh``: the venv check, the database check and migrate run once, before the
+    processes start; each worker starts straight away, supervised; SIGTERM stops them all."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in {"WORKER_QUEUES", "AS_WORKER"}}
+    # Every bash that run.sh starts, through honcho, inherits the trace (SHELLOPTS).
+    env.update(DATABASE_URL=test_database_url, WEB_PORT=str(port), SHELLOPTS="xtrace")
+    system = subprocess.Popen(
+        ["bash", str(ROOT / "run.sh")],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            names = set(WorkerInfo.objects.values_list("name", flat=True))
+            web_up = subprocess.run(
+                ["bash", "-c", f"exec 3<>/dev/tcp/127.0.0.1/{port}"], capture_output=True
+            )
+            if names == {"scheduler", "tenants"} and web_up.returncode == 0:
+                break
+            assert system.poll() is None and time.monotonic() < deadline, names
+            time.sleep(0.5)
+    finally:
+        system.send_signal(signal.SIGTERM)
+        output = system.communicate(timeout=60)[0]
+    assert len(traced(output, "manage.py migrate")) == 1, output
+    assert len(traced(output, "config.localdb check-url")) == 1, output
+    assert len(traced(output, "ensure_venv")) == 1, output
+    supervised = [line for line in traced(output, "procrastinate worker") if "supervise " in line]
+    assert len(supervised) == 2, output
+    assert "run.sh: worker on queues: scheduler" in output
+    assert "run.sh: worker on queues: all" in output
+    assert not WorkerInfo.objects.exists(), output  # both stopped and said so
+
+
 def test_run_sh_rejects_unknown_command():
     result = run_sh("frobnicate")
     assert result.returncode == 2
@@ -71,6 +120,15 @@ def test_run_sh_rejects_malformed_worker_queues():
     result = run_sh("worker", env={"WORKER_QUEUES": "1;rm -rf /"})
     assert result.returncode == 2
     assert "WORKER_QUEUES" in result.stderr and "comma-separated" in result.stderr
+    assert result.stderr.rstrip().endswith("or WORKER_QUEUES=scheduler)")  # the message, no more
+
+
+def test_the_procfile_worker_command_refuses_to_run_outside_run_sh():
+    result = run_sh("_worker", env={"WORKER_QUEUES": "scheduler"})
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "run.sh: '_worker' runs inside ./run.sh after its set-up; use ./run.sh worker"
+    )
 
 
 def test_missing_secret_key_with_debug_off_fails_clearly():

@@ -1,4 +1,4 @@
-"""Issue 6: /healthz (database, migrations, scheduler heartbeat) and /metrics."""
+"""/healthz (database, migrations, scheduler heartbeat) and /metrics."""
 
 from __future__ import annotations
 

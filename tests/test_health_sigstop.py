@@ -1,4 +1,4 @@
-"""Issue 6: freezing the scheduler worker (SIGSTOP) turns /healthz red within 30 s."""
+"""Freezing the scheduler worker (SIGSTOP) turns /healthz red within 30 s."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Issue 6: Locker values are encrypted at rest, keys rotate, and secrets never leak.
+"""Locker values are encrypted at rest, keys rotate, and secrets never leak.
 
 The leak tests look for one known secret everywhere it could escape to: job arguments,
 TaskRun errors, log records, admin pages, and finally every row of every table.
@@ -7,11 +7,15 @@ TaskRun errors, log records, admin pages, and finally every row of every table.
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from io import StringIO
+from pathlib import Path
 
 import pytest
-from cryptography.fernet import Fernet
+from cryptography.fernet import Fernet, InvalidToken
 from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.core.management import call_command
 from django.core.management.base import CommandError
@@ -26,6 +30,7 @@ from tenants import crypto
 from tenants.models import Locker, Tenant
 from tests.fake_github import FakeGitHub, allow, member, serve
 
+ROOT = Path(__file__).resolve().parent.parent
 SECRET = "ghp_S3cretValue_that_must_never_leak_4242"
 KEY_A = Fernet.generate_key().decode()
 KEY_B = Fernet.generate_key().decode()
@@ -126,11 +131,30 @@ def test_unsaved_plaintext_is_not_revealed_as_if_decrypted(tenant):
 # ----------------------------------------------------------------------------- keys
 
 
-def test_development_key_is_derived_from_secret_key_deterministically():
-    assert crypto.development_key("one") == crypto.development_key("one")
-    assert crypto.development_key("one") != crypto.development_key("two")
-    Fernet(crypto.development_key("one"))  # a valid Fernet key
-    assert b"one" not in crypto.development_key("one")
+def encrypt_in_a_fresh_process(secret_key: str) -> str:
+    """A token made by a new process started with DEBUG on, no LOCKER_KEYS, ``secret_key``."""
+    env = {**os.environ, "SECRET_KEY": secret_key, "DEBUG": "True", "LOCKER_KEYS": ""}
+    code = (
+        "import django; django.setup(); from tenants import crypto; "
+        "print(crypto.fernet().encrypt(b'survives a restart').decode())"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip().splitlines()[-1]
+
+
+def test_a_development_key_value_survives_a_restart_with_the_same_secret_key():
+    """Values written under the development key stay readable after the processes restart
+    (the key is derived, not random), and only with the SECRET_KEY they were written under."""
+    token = encrypt_in_a_fresh_process("one-secret-key").encode()
+    development = {"LOCKER_KEYS": [], "LOCKER_DEVELOPMENT_KEY": True}
+    with override_settings(SECRET_KEY="one-secret-key", **development):
+        assert crypto.fernet().decrypt(token) == b"survives a restart"
+    other = override_settings(SECRET_KEY="another-secret-key", **development)
+    with other, pytest.raises(InvalidToken):
+        crypto.fernet().decrypt(token)
 
 
 @pytest.mark.django_db
@@ -189,7 +213,8 @@ def test_a_malformed_key_is_reported_by_position_not_value(tenant):
 @pytest.mark.django_db
 def test_plaintext_stored_before_encryption_fails_loudly_until_encrypted(tenant):
     locker = Locker.add("github_token", SECRET, tenant.id)
-    Locker.objects.filter(pk=locker.pk).update(value="legacy-plaintext")  # as issue 3 stored it
+    # A row written before values were encrypted.
+    Locker.objects.filter(pk=locker.pk).update(value="legacy-plaintext")
     with pytest.raises(crypto.LockerDecryptionError, match="is not encrypted") as exc:
         Locker.get("github_token", tenant.id)
     assert "legacy-plaintext" not in str(exc.value)

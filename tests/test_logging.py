@@ -1,4 +1,4 @@
-"""Issue 6: log lines emitted while a job runs say which tenant, Task, job and attempt."""
+"""Log lines emitted while a job runs say which tenant, Task, job and attempt."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Issue 3: models, the shell API and their validation."""
+"""Models, the shell API and their validation."""
 
 from __future__ import annotations
 

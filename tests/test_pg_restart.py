@@ -1,4 +1,4 @@
-"""Issue 6 fault: PostgreSQL restarts under a running scheduler worker.
+"""Fault: PostgreSQL restarts under a running scheduler worker.
 
 Runs against a throw-away cluster of its own (the shared one serves the other tests).
 """

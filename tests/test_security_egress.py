@@ -209,7 +209,7 @@ def test_tenant_owner_cannot_point_the_integration_at_their_server(client, user,
 # ------------------------------------------------------------------- the worker's side
 
 
-def test_run_now_against_a_host_no_longer_allowed_sends_nothing(run_worker, tenant, settings):
+def test_run_now_against_a_withdrawn_host_sends_nothing(run_worker, tenant, settings):
     """The config was saved while the host was listed; the operator then withdrew it."""
     attacker = FakeGitHub(members={"acme": [member(1, "a")]})
     with serve(attacker):

@@ -1,4 +1,5 @@
-"""Issue 3 end to end: the seed's workflow with real workers and a local GitHub."""
+"""The shell workflow end to end (tenant, integration, task, Locker, then the jobs), with
+real workers and a local GitHub."""
 
 from __future__ import annotations
 
@@ -175,8 +176,8 @@ def test_missing_token_or_org_fails_with_a_clear_message(
     assert "ghp-test-token" not in run.error
 
 
-def test_seed_shell_snippet_runs_as_written(test_database_url, django_user_model, github):
-    """The seed's "Add task" and "View tasks" lines, typed into `manage.py shell`."""
+def test_shell_workflow_runs_as_written(test_database_url, django_user_model, github):
+    """The workflow's "Add task" and "View tasks" lines, typed into `manage.py shell`."""
     django_user_model.objects.create_user(pk=1, username="admin", email="admin@example.com")
     snippet = "\n".join(
         [

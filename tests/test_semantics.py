@@ -1,4 +1,4 @@
-"""Issue 4: scheduling semantics, on a simulated clock against real PostgreSQL."""
+"""Scheduling semantics, on a simulated clock against real PostgreSQL."""
 
 from __future__ import annotations
 

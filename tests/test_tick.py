@@ -1,17 +1,20 @@
-"""Issue 3: the scheduler tick and the periodic ``scheduler`` job."""
+"""The scheduler tick, and the periodic ``scheduler`` job that runs it on queue ``scheduler``."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 
 import pytest
+from croniter import croniter
 from procrastinate.contrib.django import app
 from procrastinate.contrib.django.models import ProcrastinateJob
+from procrastinate.periodic import PeriodicDeferrer
 
 from integrations.models import Integration
 from scheduler import tick as tick_module
 from scheduler.cron import period_to_cron
-from scheduler.models import Task, TaskRun
+from scheduler.models import SchedulerTick, Task, TaskRun
 from scheduler.tick import run_tick
 from tenants.models import Tenant
 
@@ -72,7 +75,7 @@ def test_tick_is_one_transaction(clean_jobs, tenant, monkeypatch):
     def explode(tasks, now):
         raise RuntimeError("crash between writes")
 
-    monkeypatch.setattr(tick_module.jobs, "advance_tasks", explode)
+    monkeypatch.setattr(tick_module.tick_store, "advance_tasks", explode)
     with pytest.raises(RuntimeError):
         run_tick(T0)
 
@@ -82,21 +85,43 @@ def test_tick_is_one_transaction(clean_jobs, tenant, monkeypatch):
     assert task.next_run_at == T0
 
 
-def test_scheduler_job_is_periodic_on_queue_scheduler():
-    periodic = [
-        p for (name, _), p in app.periodic_registry.periodic_tasks.items() if name == "scheduler"
-    ]
-    assert len(periodic) == 1
-    assert periodic[0].task.queue == "scheduler"
-    assert periodic[0].cron == "* * * * *"
+def test_the_periodic_deferrer_queues_the_tick_for_scheduler_workers_only(
+    run_worker, tenant, other_tenant
+):
+    """What every worker's periodic deferrer does at a tick: one ``scheduler`` job on queue
+    ``scheduler``, for that tick's time, which a tenant worker leaves alone and a scheduler
+    worker turns into the due Task's run."""
+    task = github_task(tenant, now=T0 - dt.timedelta(minutes=1))
+    deferrer = PeriodicDeferrer(registry=app.periodic_registry)
+    # The deferrer's clock one second after T0 (on the hour: a tick of every period).
+    due_ticks = deferrer.get_previous_tasks(at=T0.timestamp() + 1)
+    asyncio.run(deferrer.defer_jobs(due_ticks))
+
+    job = ProcrastinateJob.objects.get(task_name="scheduler")
+    assert (job.queue_name, job.args, job.status) == (
+        "scheduler",
+        {"timestamp": int(T0.timestamp())},
+        "todo",
+    )
+
+    run_worker(queues=[tenant.queue_name, other_tenant.queue_name])
+    assert ProcrastinateJob.objects.get(pk=job.pk).status == "todo"
+    assert not TaskRun.objects.exists()
+
+    run_worker(queues=["scheduler"])
+    assert ProcrastinateJob.objects.get(pk=job.pk).status == "succeeded"
+    run = TaskRun.objects.get()
+    assert (run.task_id, run.scheduled_for) == (task.id, T0)
+    assert SchedulerTick.objects.get().tick_time == T0
 
 
-@pytest.mark.parametrize(
-    ("seconds", "cron"),
-    [(60, "* * * * *"), (10, "* * * * * */10"), (1, "* * * * * */1"), (300, "*/5 * * * *")],
-)
-def test_period_to_cron(seconds, cron):
-    assert period_to_cron(seconds) == cron
+@pytest.mark.parametrize("seconds", [1, 2, 5, 10, 15, 20, 30, 60, 120, 300, 900, 1800, 3600])
+def test_the_periodic_cron_fires_once_every_period(seconds):
+    """Read as procrastinate's periodic deferrer reads it: one tick every ``seconds``,
+    on multiples of the period, so that every worker computes the same tick times."""
+    reader = croniter(period_to_cron(seconds), T0 - dt.timedelta(microseconds=1))
+    ticks = [reader.get_next(dt.datetime) for _ in range(5)]
+    assert ticks == [T0 + dt.timedelta(seconds=seconds * i) for i in range(5)]
 
 
 @pytest.mark.parametrize("seconds", [7, 0, 90, 420])

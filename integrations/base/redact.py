@@ -132,12 +132,6 @@ def known_secrets() -> list[str]:
     return _remembered.values()
 
 
-def redact_known(text: str) -> str:
-    """``text`` with every remembered secret masked."""
-    pattern = _remembered.pattern
-    return pattern.sub(MASK, text) if pattern else text
-
-
 _formatter = logging.Formatter()
 
 

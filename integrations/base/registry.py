@@ -1,21 +1,27 @@
-"""The integration types Metronome knows, found by scanning ``integrations/*/tasks.py``.
+"""The integration types Metronome knows, declared in each integration app's ``tasks.py``.
 
-An integration type is a folder under ``integrations/`` whose ``tasks.py`` declares an
-:class:`IntegrationType` subclass decorated with :func:`register`, and its procrastinate
-tasks decorated with :func:`integrations.base.tasks.integration_task`. Nothing else in the
-project needs to change to add one.
+An integration type is a Django app inside an integration root (``integrations/<folder>/``,
+or a package listed in setting ``INTEGRATION_PACKAGES``; see
+:mod:`integrations.base.discovery`, which puts every such folder in ``INSTALLED_APPS``).
+Its ``tasks.py`` declares an :class:`IntegrationType` subclass decorated with
+:func:`register`, and its procrastinate tasks decorated with
+:func:`integrations.base.tasks.integration_task`. Nothing else in the project needs to
+change to add one; docs/integrations.md walks through it.
 """
 
 from __future__ import annotations
 
 import importlib
 import inspect
-import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from django.apps import apps
+from django.conf import settings
 from django.core.exceptions import ValidationError
+
+from integrations.base import discovery
 
 _types: dict[str, type[IntegrationType]] = {}
 
@@ -120,29 +126,25 @@ _discovered = False
 
 
 def autodiscover() -> None:
-    """Import every ``integrations/<folder>/tasks.py`` once."""
+    """Import the ``tasks`` module of every installed integration app, once."""
     global _discovered
     if _discovered:
         return
     _discovered = True
-    import_submodules("tasks")
-
-
-def _subpackages() -> list[str]:
-    import integrations
-
-    return [
-        info.name
-        for info in pkgutil.iter_modules(integrations.__path__)
-        if info.ispkg and info.name not in {"base", "migrations"}
-    ]
-
-
-def import_submodules(module_name: str) -> None:
-    """Import ``integrations.<folder>.<module_name>`` wherever it exists (used for models)."""
-    for package in _subpackages():
+    for app_name in installed_integration_apps():
         try:
-            importlib.import_module(f"integrations.{package}.{module_name}")
+            importlib.import_module(f"{app_name}.tasks")
         except ModuleNotFoundError as exc:
-            if exc.name != f"integrations.{package}.{module_name}":
+            if exc.name != f"{app_name}.tasks":
                 raise
+
+
+def integration_apps() -> list[str]:
+    """The integration apps in ``integrations/`` and the ``INTEGRATION_PACKAGES`` roots."""
+    roots = discovery.integration_roots(getattr(settings, "INTEGRATION_PACKAGES", ()))
+    return discovery.integration_apps(roots)
+
+
+def installed_integration_apps() -> list[str]:
+    """:func:`integration_apps` that are in ``INSTALLED_APPS`` (all of them, see checks)."""
+    return [name for name in integration_apps() if apps.is_installed(name)]

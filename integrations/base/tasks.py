@@ -5,7 +5,7 @@ The scheduler defers a job per due Task with these arguments: ``task_id``,
 Task's kwargs) and ``retry`` (the Task's retry policy). :func:`integration_task` turns
 them into a :class:`RunContext` and calls the integration's function with it.
 Integration code never sees the scheduler's models; the scheduler records runs around
-it (see ``scheduler/middleware.py``).
+it (see ``scheduler/job_middleware.py``).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from procrastinate import JobContext, RetryDecision
 from procrastinate.contrib.django import app
 from procrastinate.jobs import Job
 from procrastinate.retry import BaseRetryStrategy
+from procrastinate.types import JSONDict
 
 from integrations.base import redact
 from integrations.base.errors import IntegrationError, RetryLater
@@ -45,11 +46,24 @@ class TaskRetryStrategy(BaseRetryStrategy):
         if isinstance(exception, IntegrationError):
             return None
         policy = job.task_kwargs.get("retry") or {}
-        max_attempts = int(policy.get("max_attempts", 1))
+        if not isinstance(policy, dict):
+            raise TypeError(
+                f"Job {job.id}: 'retry' must be a JSON object such as "
+                f"{{'max_attempts': 3, 'backoff_seconds': 60}}, not {policy!r}."
+            )
+        max_attempts = int(_policy_number(policy, "max_attempts", 1))
         if job.attempts + 1 >= max_attempts:
             return None
-        backoff = float(policy.get("backoff_seconds", 60)) * (2**job.attempts)
+        backoff = float(_policy_number(policy, "backoff_seconds", 60)) * (2**job.attempts)
         return RetryDecision(retry_in={"seconds": backoff})
+
+
+def _policy_number(policy: JSONDict, key: str, default: int) -> int | float | str:
+    """A retry policy's ``key``: a number (or its text, as int() and float() read it)."""
+    value = policy.get(key, default)
+    if not isinstance(value, int | float | str):
+        raise TypeError(f"The retry policy's '{key}' must be a number, not {value!r}.")
+    return value
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -33,7 +33,7 @@ class GitHubClient:
         *,
         integration_type: type[IntegrationType] | None = None,
         timeout: float = 30.0,
-        clock: Any = None,
+        clock: Callable[[], dt.datetime] | None = None,
     ) -> None:
         self._token = token
         self._base = base_url.rstrip("/")

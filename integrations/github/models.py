@@ -22,7 +22,6 @@ class GithubUser(models.Model):
     last_seen_at = models.DateTimeField()
 
     class Meta:
-        app_label = "integrations"
         ordering = ["tenant", "login"]
         verbose_name = "GitHub user"
         constraints = [

@@ -1,4 +1,4 @@
-"""Issue 5 in a real browser: author a task, see it run, and see nothing of another tenant."""
+"""Admin in a real browser: author a task, see it run, and see nothing of another tenant."""
 
 from __future__ import annotations
 

@@ -1,17 +1,21 @@
-"""Keeps each TaskRun in step with the procrastinate job that executes it.
+"""procrastinate task middleware: keeps each TaskRun in step with the job that executes it.
 
-Status changes are recorded by a database trigger on ``procrastinate_jobs`` (migration
-0004): when procrastinate marks a job doing, succeeded, failed, cancelled or back to
-todo, the TaskRun and its ``attempt_log`` follow in the same transaction, at no extra
-round trip. What only Python knows — the exception of a failed attempt, whether it will
-be retried — is written by this worker-wide sync task middleware (installed by
-``scheduler.hooks.on_app_ready``), which also tags the attempt's log lines.
+Status changes are recorded by a database trigger on ``procrastinate_jobs`` (see
+:mod:`scheduler.run_records`): when procrastinate marks a job doing, succeeded, failed,
+cancelled or back to todo, the TaskRun and its ``attempt_log`` follow in the same
+transaction, at no extra round trip. What only Python knows — the exception of a failed
+attempt, whether it will be retried — is recorded by this worker-wide sync task
+middleware (named in setting ``PROCRASTINATE_WORKER_DEFAULTS``) through
+:func:`scheduler.run_records.record_failure`; it also tags the attempt's log lines.
 
 A failure's text is read by every member of the tenant and by whoever reads the worker's
 log, and it may quote a remote server that echoed the token back. Before it is stored,
 every Locker value of the job's tenant is masked in it, in place in the exception too, so
 procrastinate's own log line of the failure (written after this middleware returns) shows
 the masked text; the values are remembered so the log filter masks them in any line.
+
+Settings import this module before Django's app registry is ready: what needs models is
+imported when a job runs.
 """
 
 from __future__ import annotations
@@ -19,24 +23,10 @@ from __future__ import annotations
 import traceback
 from typing import Any
 
-from django.db import connection
-from django.utils import timezone
 from procrastinate import JobContext
 
 from integrations.base import redact
 from scheduler.logcontext import job_context
-
-# Closes the open attempt with its outcome; the trigger then leaves the entry alone.
-_FAILED_SQL = """
-    UPDATE scheduler_taskrun
-       SET error = %(error)s,
-           attempt_log = CASE WHEN jsonb_array_length(attempt_log) = 0 THEN attempt_log
-               ELSE jsonb_set(attempt_log, ARRAY[(jsonb_array_length(attempt_log) - 1)::text],
-                   (attempt_log -> -1) || jsonb_build_object(
-                       'finished_at', %(now)s::text, 'outcome', %(outcome)s,
-                       'error', %(summary)s)) END
-     WHERE job_id = %(job_id)s
-"""
 
 
 def record_run(call_next: Any, context: JobContext, worker: Any) -> Any:
@@ -52,13 +42,15 @@ def record_run(call_next: Any, context: JobContext, worker: Any) -> Any:
         ):
             return call_next()
     except BaseException as exc:
+        from scheduler import run_records
+
         strategy = context.task.retry_strategy if context.task else None
         retrying = strategy is not None and strategy.get_retry_exception(exc, job) is not None
         secrets = _job_secrets(job)
         clean = redact.scrub_exception(exc, secrets)
         summary = redact.redact(f"{type(exc).__name__}: {exc}", secrets)
         trace = redact.redact("".join(traceback.format_exception(exc)), secrets)
-        _record_failure(
+        run_records.record_failure(
             job.id,
             outcome="retry" if retrying else "failed",
             summary=summary,
@@ -88,24 +80,3 @@ def _job_secrets(job: Any) -> list[str]:
         return secrets
     redact.remember(tenant_values)
     return [*tenant_values, *secrets]
-
-
-def mark_stalled(job_id: int) -> None:
-    """Close the open attempt of a job whose worker died; the job is being retried."""
-    summary = "the worker running this attempt stopped sending heartbeats; retried"
-    _record_failure(job_id, outcome="stalled", summary=summary, error=summary)
-
-
-def _record_failure(job_id: int, *, outcome: str, summary: str, error: str) -> None:
-    """The status itself follows when procrastinate fails or retries the job (trigger)."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            _FAILED_SQL,
-            {
-                "job_id": job_id,
-                "outcome": outcome,
-                "summary": summary,
-                "error": error,
-                "now": timezone.now(),
-            },
-        )

@@ -1,0 +1,79 @@
+"""System check ``scheduler.E001``: the TaskRun trigger is installed and current.
+
+TaskRun rows follow their jobs' status through a trigger on ``procrastinate_jobs`` (see
+:mod:`scheduler.run_records`). Without it, or with an outdated copy, runs stay ``todo``
+for ever and every overlap decision goes wrong, silently; so ``runserver``, workers and
+``manage.py check`` refuse to start, naming the fix. Like ``tenants.E001`` it reads the
+database even without ``--database``: a worker's start-up passes none.
+
+It says nothing while a migration is pending (``migrate`` installs the trigger, and
+``/healthz`` reports pending migrations) or when the database cannot be read (other checks
+and commands report that). ``manage.py migrate`` reinstalls the trigger from the file
+whenever it differs (the ``post_migrate`` receiver below), so migrate is always the fix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from django.apps import AppConfig
+from django.core.checks import CheckMessage, Error, register
+from django.db import DatabaseError, connections, transaction
+from django.db.migrations.loader import MigrationLoader
+from django.db.models.signals import post_migrate
+from django.dispatch import receiver
+
+from scheduler import run_records
+
+#: The tag of Metronome's checks that read the database at every start-up.
+TAG = "metronome"
+
+FIX = (
+    "Run `python manage.py migrate --skip-checks`: migrate installs the trigger and its "
+    f"function from {run_records.TRIGGER_PATH} (the flag, because this error stops migrate "
+    "too)."
+)
+
+
+def pending_migrations(using: str) -> bool:
+    """Whether any migration on disk is not recorded as applied in that database."""
+    loader = MigrationLoader(connections[using], ignore_no_migrations=True)
+    return bool(set(loader.graph.nodes) - set(loader.applied_migrations or ()))
+
+
+@register(TAG)
+def check_taskrun_trigger(
+    app_configs: Sequence[AppConfig] | None = None,
+    databases: Iterable[str] | None = None,
+    **kwargs: Any,
+) -> list[CheckMessage]:
+    """``scheduler.E001``: the trigger or its function is missing, disabled or outdated."""
+    if app_configs is not None and not any(c.label == "scheduler" for c in app_configs):
+        return []
+    messages: list[CheckMessage] = []
+    for alias in databases if databases is not None else ["default"]:
+        try:
+            with transaction.atomic(using=alias):
+                if pending_migrations(alias):
+                    continue
+                problems = run_records.trigger_problems(alias)
+        except DatabaseError:
+            continue
+        if problems:
+            messages.append(
+                Error(
+                    "TaskRun rows do not follow their jobs' status: " + "; ".join(problems) + ".",
+                    hint=FIX,
+                    obj=f"database {alias!r}",
+                    id="scheduler.E001",
+                )
+            )
+    return messages
+
+
+@receiver(post_migrate, dispatch_uid="scheduler.sync_trigger")
+def sync_trigger_after_migrate(sender: AppConfig, using: str = "default", **kwargs: Any) -> None:
+    """After ``migrate`` (and ``flush``), reinstall the trigger if it is not as in the file."""
+    if sender.label == "scheduler":
+        run_records.sync_trigger(using)

@@ -1,0 +1,242 @@
+"""TaskRun rows and their one writer, against real PostgreSQL.
+
+The trigger that keeps a TaskRun in step with its job is broken the ways a database can
+drift (dropped, replaced by another body, disabled, redefined) and system check
+``scheduler.E001`` must say so and name the fix, which must work. Reading which runs
+are active must not write; the write step that settles stale runs must leave alone a
+run that moved on. Deferring inside a real worker stays atomic with the tick.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from django.core.management import call_command
+from django.db import connection
+from django.db.migrations.executor import MigrationExecutor
+from django.db.migrations.loader import MigrationLoader
+from procrastinate.contrib.django import app
+from procrastinate.contrib.django.models import ProcrastinateJob
+
+from scheduler import checks, run_records, tick_store
+from scheduler.models import Task, TaskRun
+from scheduler.planner import RunToDefer
+from scheduler.tick import run_tick
+
+UTC = dt.UTC
+T0 = dt.datetime(2026, 6, 1, 12, tzinfo=UTC)
+MIN = dt.timedelta(minutes=1)
+
+
+def sql(statement: str, params: list | None = None) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(statement, params)
+
+
+def defer_one(task: Task, when: dt.datetime = T0) -> TaskRun:
+    (run_id,) = run_records.defer_runs([RunToDefer.of(task, "probe.flaky", when)])
+    return TaskRun.objects.get(pk=run_id)
+
+
+def set_job_status(run: TaskRun, status: str) -> None:
+    """What procrastinate does when a worker takes, finishes or retries the job."""
+    sql("UPDATE procrastinate_jobs SET status = %s WHERE id = %s", [status, run.job_id])
+
+
+def e001() -> list:
+    return [m for m in checks.check_taskrun_trigger() if m.id == "scheduler.E001"]
+
+
+def follows_its_job(task: Task, when: dt.datetime) -> bool:
+    """Whether a run's status follows its job's, i.e. the trigger works."""
+    run = defer_one(task, when)
+    set_job_status(run, "doing")
+    run.refresh_from_db()
+    return run.status == "doing" and run.attempts == 1 and len(run.attempt_log) == 1
+
+
+# ----------------------------------------------------------------------------- the trigger
+
+
+@pytest.mark.django_db
+def test_a_migrated_database_passes_the_check_and_runs_follow_their_jobs(probe_task):
+    assert e001() == []
+    assert run_records.trigger_problems() == []
+    assert follows_its_job(probe_task(now=T0 - MIN), T0)
+
+
+DRIFTS = {
+    "dropped": (
+        "DROP FUNCTION metronome_sync_task_run() CASCADE",
+        ["the function metronome_sync_task_run() is missing", "the trigger", "is missing"],
+    ),
+    "another body": (
+        "CREATE OR REPLACE FUNCTION metronome_sync_task_run() RETURNS trigger "
+        "LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$",
+        ["the installed function metronome_sync_task_run() differs from "
+         "scheduler/sql/taskrun_status_trigger.sql"],
+    ),
+    "disabled": (
+        "ALTER TABLE procrastinate_jobs DISABLE TRIGGER metronome_sync_task_run",
+        ["the trigger metronome_sync_task_run on procrastinate_jobs is disabled"],
+    ),
+    "redefined": (
+        "DROP TRIGGER metronome_sync_task_run ON procrastinate_jobs; "
+        "CREATE TRIGGER metronome_sync_task_run AFTER UPDATE OF status ON procrastinate_jobs "
+        "FOR EACH ROW WHEN (NEW.status = 'succeeded') EXECUTE FUNCTION metronome_sync_task_run()",
+        ["the trigger metronome_sync_task_run is defined as", "not as in"],
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("drift", list(DRIFTS))
+def test_a_drifted_trigger_is_reported_with_the_fix_and_migrate_repairs_it(probe_task, drift):
+    statement, says = DRIFTS[drift]
+    task = probe_task(now=T0 - MIN)
+    sql(statement)
+    assert not follows_its_job(task, T0)  # the harm: the run stays todo for ever
+
+    (error,) = e001()
+    for words in says:
+        assert words in error.msg
+    assert error.msg.startswith("TaskRun rows do not follow their jobs' status: ")
+    assert "python manage.py migrate" in error.hint
+    assert "scheduler/sql/taskrun_status_trigger.sql" in error.hint
+
+    call_command("migrate", verbosity=0)  # the fix the hint names
+
+    assert e001() == []
+    assert follows_its_job(task, T0 + MIN)
+
+
+@pytest.mark.django_db
+def test_while_a_migration_is_pending_the_check_leaves_it_to_migrate(probe_task):
+    """Before migrate has run, the trigger may well be missing: migrate installs it."""
+    sql("DROP FUNCTION metronome_sync_task_run() CASCADE")
+    graph = MigrationLoader(connection).graph
+    for app_label, name in graph.nodes:  # that migration and every one after it: not applied
+        if run_records.TRIGGER_MIGRATION in graph.forwards_plan((app_label, name)):
+            sql("DELETE FROM django_migrations WHERE app = %s AND name = %s", [app_label, name])
+    assert run_records.trigger_problems() != []
+    assert e001() == []
+    assert run_records.sync_trigger() is False  # not expected yet: nothing installed
+
+    call_command("migrate", verbosity=0)
+
+    assert e001() == [] and run_records.trigger_problems() == []
+    assert follows_its_job(probe_task(now=T0 - MIN), T0)
+
+
+@pytest.mark.django_db
+def test_undoing_the_file_migration_keeps_the_same_trigger(probe_task):
+    """0007 replaces 0004's trigger by the file's (the same SQL); undone, 0004's is back."""
+    task = probe_task(now=T0 - MIN)
+    executor = MigrationExecutor(connection)
+    executor.migrate([("scheduler", "0006_task_plan_error")])
+    assert run_records.trigger_problems() == []
+    assert follows_its_job(task, T0)
+
+    executor = MigrationExecutor(connection)
+    executor.migrate([run_records.TRIGGER_MIGRATION])
+    assert run_records.trigger_problems() == []
+    assert follows_its_job(task, T0 + MIN)
+
+
+# ----------------------------------------------------------------------------- stale runs
+
+
+@pytest.mark.django_db
+def test_reading_active_runs_writes_nothing_and_settling_ends_only_stale_runs(probe_task):
+    task = probe_task(now=T0 - MIN, overlap="allow")
+    waiting, running, purged, done_unseen, moved_on = (
+        defer_one(task, T0 + i * MIN) for i in range(5)
+    )
+    set_job_status(running, "doing")
+    set_job_status(moved_on, "doing")
+    sql("DELETE FROM procrastinate_jobs WHERE id = %s", [purged.job_id])  # purged
+    sql("ALTER TABLE procrastinate_jobs DISABLE TRIGGER metronome_sync_task_run")
+    set_job_status(done_unseen, "doing")
+    set_job_status(done_unseen, "succeeded")  # the trigger did not see it
+    sql("ALTER TABLE procrastinate_jobs ENABLE TRIGGER metronome_sync_task_run")
+    before = dict(TaskRun.objects.values_list("pk", "status"))
+
+    active = run_records.active_runs([task.pk])
+
+    assert dict(TaskRun.objects.values_list("pk", "status")) == before  # a read, no write
+    assert (active.queued[task.pk], active.running[task.pk]) == (1, 2)
+    assert active.stale == {purged.pk: "cancelled", done_unseen.pk: "succeeded"}
+
+    set_job_status(moved_on, "succeeded")  # between the read and the write
+    stale = {**active.stale, moved_on.pk: "cancelled"}
+    assert run_records.settle_stale_runs(stale) == 2
+
+    statuses = dict(TaskRun.objects.values_list("pk", "status"))
+    assert statuses == {
+        waiting.pk: "todo",
+        running.pk: "doing",
+        purged.pk: "cancelled",
+        done_unseen.pk: "succeeded",
+        moved_on.pk: "succeeded",
+    }
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_run_whose_job_was_purged_is_settled_by_the_tick_that_reads_it(clean_jobs, probe_task):
+    task = probe_task(now=T0 - MIN, overlap="skip")
+    run_tick(T0)
+    first = TaskRun.objects.get()
+    sql("DELETE FROM procrastinate_jobs")  # the job is purged behind our back
+
+    assert run_records.active_runs([task.pk]).stale == {first.pk: "cancelled"}
+    assert TaskRun.objects.get(pk=first.pk).status == "todo"  # reading changed nothing
+
+    assert len(run_tick(T0 + MIN).deferred) == 1  # not blocked by the stale run
+    assert TaskRun.objects.get(pk=first.pk).status == "cancelled"
+
+
+# ----------------------------------------------------------------------------- failures
+
+
+@pytest.mark.django_db
+def test_a_stalled_attempt_is_closed_with_the_time_given(probe_task):
+    run = defer_one(probe_task(now=T0 - MIN))
+    set_job_status(run, "doing")
+    stopped = T0 + 5 * MIN
+
+    run_records.mark_stalled(run.job_id, now=stopped)
+    set_job_status(run, "todo")  # the maintenance job retries it
+
+    run.refresh_from_db()
+    assert run.status == "todo"
+    (attempt,) = run.attempt_log
+    assert attempt["outcome"] == "stalled"
+    assert dt.datetime.fromisoformat(attempt["finished_at"]) == stopped
+    assert run.error == run_records.STALLED_SUMMARY
+
+
+# ----------------------------------------------------------------------------- atomicity
+
+
+def test_a_tick_that_fails_in_a_worker_leaves_no_job_and_no_run(
+    run_worker, probe_task, monkeypatch
+):
+    """The tick runs inside a worker, whose procrastinate app talks to the database through
+    its own pool; the tick's jobs go through Django's connection instead, so a failure
+    after they are inserted takes them back with everything else."""
+    task = probe_task(now=T0 - MIN)
+
+    def explode(advances, now):
+        raise RuntimeError("crash after the jobs and runs were inserted")
+
+    monkeypatch.setattr(tick_store, "advance_tasks", explode)
+    app.configure_task("scheduler").defer(timestamp=int(T0.timestamp()))
+
+    run_worker(queues=["scheduler"])
+
+    assert ProcrastinateJob.objects.get(task_name="scheduler").status == "failed"
+    assert not ProcrastinateJob.objects.exclude(task_name="scheduler").exists()
+    assert not TaskRun.objects.exists()
+    task.refresh_from_db()
+    assert task.next_run_at == T0
