@@ -68,7 +68,7 @@ ensure_venv() {
     echo "$runtime_hash" >"$VENV/.stamp-runtime"
     [[ "$kind" == dev ]] && echo "$dev_hash" >"$VENV/.stamp-dev"
   fi
-  if ! "$PY" -m config.localdb bin >/dev/null 2>&1 && [[ -z "${DATABASE_URL:-}" ]]; then
+  if ! "$PY" -m localdb bin >/dev/null 2>&1 && [[ -z "${DATABASE_URL:-}" ]]; then
     echo "run.sh: no PostgreSQL binaries on this machine; installing pgserver from PyPI" >&2
     "$PY" -m pip install --quiet --disable-pip-version-check pgserver >&2 || die "pip install pgserver failed"
   fi
@@ -78,9 +78,9 @@ ensure_venv() {
 # ensure_db: check DATABASE_URL, or start the embedded cluster and export its URL.
 ensure_db() {
   if [[ -n "${DATABASE_URL:-}" ]]; then
-    "$PY" -m config.localdb check-url || exit 1
+    "$PY" -m localdb check-url || exit 1
   else
-    DATABASE_URL="$("$PY" -m config.localdb start)" || exit 1
+    DATABASE_URL="$("$PY" -m localdb start)" || exit 1
     export DATABASE_URL
   fi
 }
@@ -178,7 +178,7 @@ lint() {
 # mypy over the application packages (see [tool.mypy] in pyproject.toml). Its Django plugin
 # loads the settings, hence after ensure_db (and quietly: no start-up log lines).
 typecheck() {
-  echo "run.sh: type check (mypy: tenants, integrations, scheduler, audit, config)" >&2
+  echo "run.sh: type check (mypy: tenants, integrations, scheduler, audit, monitoring, config, localdb)" >&2
   LOG_LEVEL=WARNING "$PY" -m mypy \
     || die "type check failed: fix the errors listed above (./run.sh typecheck repeats only this step)"
 }
@@ -227,10 +227,10 @@ main() {
       ensure_db
       exec "$PY" manage.py "$@"
       ;;
-    db-start) ensure_venv runtime; "$PY" -m config.localdb start >/dev/null && "$PY" -m config.localdb status ;;
-    db-stop) ensure_venv runtime; exec "$PY" -m config.localdb stop ;;
-    db-status) ensure_venv runtime; exec "$PY" -m config.localdb status ;;
-    db-url) ensure_venv runtime; exec "$PY" -m config.localdb url ;;
+    db-start) ensure_venv runtime; "$PY" -m localdb start >/dev/null && "$PY" -m localdb status ;;
+    db-stop) ensure_venv runtime; exec "$PY" -m localdb stop ;;
+    db-status) ensure_venv runtime; exec "$PY" -m localdb status ;;
+    db-url) ensure_venv runtime; exec "$PY" -m localdb url ;;
     help|-h|--help) usage ;;
     *) echo "run.sh: unknown command '$cmd'" >&2; usage >&2; exit 2 ;;
   esac

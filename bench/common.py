@@ -91,7 +91,7 @@ def parse_options(
 
 def embedded_bench_url() -> str:
     """``metronome_bench`` on the embedded cluster (started if it is not running)."""
-    from config import localdb
+    import localdb
 
     return with_database(localdb.start(), BENCH_DB)
 

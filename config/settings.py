@@ -95,6 +95,7 @@ INSTALLED_APPS = [
     *integration_apps(integration_roots(INTEGRATION_PACKAGES)),
     "scheduler",
     "audit",
+    "monitoring",
 ]
 
 MIDDLEWARE = [
@@ -225,7 +226,7 @@ PROCRASTINATE_WORKER_DEFAULTS = {"task_middleware": [job_middleware.record_run]}
 PROCRASTINATE_ON_APP_READY = "scheduler.hooks.on_app_ready"
 
 # ---------------------------------------------------------------------------------------
-# Secrets at rest and monitoring. See tenants/crypto.py and config/health.py.
+# Secrets at rest and monitoring. See tenants/crypto.py and monitoring/metrics.py.
 # ---------------------------------------------------------------------------------------
 # Fernet keys that encrypt Locker values: a comma list, the current key first, older keys
 # after it until `manage.py rotate_locker_keys` has re-encrypted everything. Generate one with

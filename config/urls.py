@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.urls import path
 from django.views.generic import RedirectView
 
-from config import health
+from monitoring import health, metrics
 from scheduler.dashboard import dashboard_view
 
 urlpatterns = [
@@ -10,5 +10,5 @@ urlpatterns = [
     path("admin/dashboard/", admin.site.admin_view(dashboard_view), name="metronome-dashboard"),
     path("admin/", admin.site.urls),
     path("healthz", health.healthz, name="healthz"),
-    path("metrics", health.metrics, name="metrics"),
+    path("metrics", metrics.metrics, name="metrics"),
 ]

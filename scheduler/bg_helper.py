@@ -20,6 +20,7 @@ from procrastinate.contrib.django import app as bg_app
 from procrastinate.contrib.django.models import ProcrastinateJob
 
 from tenants.models import Tenant
+from tenants.queues import queue_for
 
 __all__ = ["STATUSES", "BgHelper", "JobInfo", "bg_app"]
 
@@ -64,7 +65,7 @@ class BgHelper:
             jobs = jobs.filter(queue_name=str(queue))
         if tenant is not None:
             tenant_id = tenant.pk if isinstance(tenant, Tenant) else int(tenant)
-            jobs = jobs.filter(queue_name=str(tenant_id))
+            jobs = jobs.filter(queue_name=queue_for(tenant_id))
         rows = jobs.values(
             "id", "queue_name", "task_name", "status", "scheduled_at", "attempts", "args"
         )[: max(0, int(limit))]

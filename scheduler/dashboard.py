@@ -25,6 +25,7 @@ from scheduler import jobs
 from scheduler.models import SchedulerTick, TaskRun, WorkerInfo
 from tenants.access import AccessUser, scope, visible_queues, visible_tenant_ids
 from tenants.models import Tenant
+from tenants.queues import tenant_for
 
 STATUS_COLOURS = {
     "succeeded": "#2e7d32",
@@ -92,7 +93,8 @@ def queue_counts(user: AccessUser) -> list[QueueRow]:
     names = dict(Tenant.objects.values_list("id", "name"))
     by_queue: dict[str, QueueRow] = {}
     for queue, status, count in rows:
-        tenant = names.get(int(queue), "") if queue.isdigit() else ""
+        tenant_id = tenant_for(queue)
+        tenant = names.get(tenant_id, "") if tenant_id is not None else ""
         row = by_queue.setdefault(queue, QueueRow(queue, tenant, {}))
         row.counts[status] = count
     return sorted(by_queue.values(), key=lambda r: (not r.tenant, r.tenant, r.queue))

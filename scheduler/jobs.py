@@ -18,11 +18,10 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Sequence
-from typing import Any
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import Count, Max, Q
+from django.db.models import Count, Max, Q, QuerySet
 from procrastinate.contrib.django import django_connector
 from procrastinate.contrib.django.models import ProcrastinateJob, ProcrastinateWorker
 from procrastinate.jobs import Job
@@ -30,6 +29,8 @@ from procrastinate.manager import JobManager
 
 from scheduler.models import TaskRun, WorkerInfo
 from scheduler.planner import RunToDefer
+from scheduler.queues import SCHEDULER_QUEUE
+from tenants.queues import queue_for
 
 
 def job_manager() -> JobManager:
@@ -42,7 +43,7 @@ def job_manager() -> JobManager:
 def job_for(run: RunToDefer) -> Job:
     return Job(
         id=None,
-        queue=str(run.tenant_id),  # a tenant's queue is its id
+        queue=queue_for(run.tenant_id),
         lock=None,
         queueing_lock=None,
         task_name=run.procrastinate_task,
@@ -70,7 +71,7 @@ def cancel_jobs(job_ids: Iterable[int]) -> int:
     return sum(manager.cancel_job_by_id(job_id) for job_id in job_ids)
 
 
-def cancel_pending_runs(runs: Any) -> int:
+def cancel_pending_runs(runs: QuerySet[TaskRun]) -> int:
     """Cancel the still-``todo`` jobs of these runs (a TaskRun queryset); returns how many.
 
     Their TaskRuns follow the jobs' status (the trigger)."""
@@ -110,7 +111,7 @@ def worker_heartbeats() -> list[tuple[int, dt.datetime]]:
 
 def scheduler_worker_heartbeat() -> dt.datetime | None:
     """The latest heartbeat of a worker serving queue ``scheduler`` (all-queue ones included)."""
-    serving = WorkerInfo.objects.filter(Q(queues__isnull=True) | Q(queues__has_key="scheduler"))
+    serving = WorkerInfo.objects.filter(Q(queues__isnull=True) | Q(queues__has_key=SCHEDULER_QUEUE))
     found = ProcrastinateWorker.objects.filter(id__in=serving.values("id"))
     return found.aggregate(latest=Max("last_heartbeat"))["latest"]
 

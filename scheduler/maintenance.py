@@ -15,11 +15,12 @@ from django.db import connection
 from procrastinate import JobContext
 from procrastinate.contrib.django import app
 
+from scheduler.queues import SCHEDULER_QUEUE
 from scheduler.run_records import mark_stalled
 
 
 @app.periodic(cron="* * * * *", periodic_id="metronome-maintenance")
-@app.task(name="metronome.maintenance", queue="scheduler", pass_context=True)
+@app.task(name="metronome.maintenance", queue=SCHEDULER_QUEUE, pass_context=True)
 async def maintenance(context: JobContext, timestamp: int) -> dict[str, int]:
     manager = context.app.job_manager
     stalled = list(

@@ -12,6 +12,7 @@ from django.db import models
 from django.utils import timezone
 
 from integrations.models import CheckedQuerySet, Integration
+from scheduler import policies
 from scheduler.cron import next_fire, validate_cron
 from tenants.models import Pausable, PausableQuerySet, Tenant, validate_time_zone
 
@@ -40,15 +41,15 @@ class TaskQuerySet(CheckedQuerySet, PausableQuerySet):  # type: ignore[override]
 class Task(Pausable):
     """A cron schedule for one task of an integration (what ``Integration.add_task`` creates)."""
 
-    class Catchup(models.TextChoices):
-        SKIP = "skip", "Skip missed ticks"
-        LATEST = "latest", "Run once for the latest missed tick"
-        ALL = "all", "Run every missed tick (within the window)"
+    class Catchup(models.TextChoices):  # the names are policies.Catchup's
+        SKIP = policies.Catchup.SKIP.value, "Skip missed ticks"
+        LATEST = policies.Catchup.LATEST.value, "Run once for the latest missed tick"
+        ALL = policies.Catchup.ALL.value, "Run every missed tick (within the window)"
 
-    class Overlap(models.TextChoices):
-        SKIP = "skip", "Skip while a run is queued or running"
-        BUFFER_ONE = "buffer_one", "Queue at most one behind the running one"
-        ALLOW = "allow", "Always start a new run"
+    class Overlap(models.TextChoices):  # the names are policies.Overlap's
+        SKIP = policies.Overlap.SKIP.value, "Skip while a run is queued or running"
+        BUFFER_ONE = policies.Overlap.BUFFER_ONE.value, "Queue at most one behind the running one"
+        ALLOW = policies.Overlap.ALLOW.value, "Always start a new run"
 
     integration = models.ForeignKey(Integration, on_delete=models.CASCADE, related_name="tasks")
     tenant = models.ForeignKey(

@@ -27,7 +27,7 @@ from typing import Any, Protocol
 from django.core.exceptions import ValidationError
 
 from scheduler.cron import next_fire
-from scheduler.policies import CatchupPlan, plan_catchup, plan_overlap
+from scheduler.policies import CatchupPlan, Overlap, plan_catchup, plan_overlap
 
 #: What each step of planning a Task does, and what fixes its failure.
 STEPS = {
@@ -181,7 +181,11 @@ class Draft:
 
     def watched_task_ids(self) -> list[int]:
         """Tasks whose queued and running runs the overlap policy needs to know."""
-        return [c.task.pk for c in self.candidates if c.task.overlap != "allow" and c.catchup.fires]
+        return [
+            c.task.pk
+            for c in self.candidates
+            if c.task.overlap != Overlap.ALLOW and c.catchup.fires
+        ]
 
 
 @dataclass(frozen=True)

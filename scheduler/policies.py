@@ -8,8 +8,25 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from enum import StrEnum
 
 from scheduler.cron import count_fires, next_fire, prev_fire
+
+
+class Catchup(StrEnum):
+    """What to do with ticks missed while the scheduler was down (``Task.catchup``)."""
+
+    SKIP = "skip"
+    LATEST = "latest"
+    ALL = "all"
+
+
+class Overlap(StrEnum):
+    """What to do when a tick comes while a run is queued or running (``Task.overlap``)."""
+
+    SKIP = "skip"
+    BUFFER_ONE = "buffer_one"
+    ALLOW = "allow"
 
 
 @dataclass(frozen=True)
@@ -43,11 +60,11 @@ def plan_catchup(
         latest = prev_fire(cron, now, zone)
         due = count_fires(cron, next_run_at, now, zone)
     on_time = now - latest < grace
-    if policy == "skip":
+    if policy == Catchup.SKIP:
         fires = [latest] if on_time else []
-    elif policy == "latest":
+    elif policy == Catchup.LATEST:
         fires = [latest]
-    elif policy == "all":
+    elif policy == Catchup.ALL:
         fires = _latest_fires(cron, zone, latest, max(next_run_at, now - window), max_runs)
     else:
         raise ValueError(f"unknown catch-up policy {policy!r}")
@@ -71,11 +88,11 @@ def plan_overlap(
     fires: list[dt.datetime], *, policy: str, queued: int, running: int
 ) -> tuple[list[dt.datetime], int]:
     """Split ``fires`` into those to defer and the number skipped by the overlap policy."""
-    if not fires or policy == "allow":
+    if not fires or policy == Overlap.ALLOW:
         return fires, 0
-    if policy == "skip":
+    if policy == Overlap.SKIP:
         allowed = 0 if queued or running else 1
-    elif policy == "buffer_one":
+    elif policy == Overlap.BUFFER_ONE:
         allowed = 0 if queued else 1
     else:
         raise ValueError(f"unknown overlap policy {policy!r}")

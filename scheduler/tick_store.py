@@ -16,18 +16,18 @@ from django.db import connection
 from scheduler import sql
 from scheduler.models import SchedulerTick
 from scheduler.planner import Advance, DueTask, TickPlan
+from tenants.models import paused_sql
 
 #: The largest value of a PositiveIntegerField (PostgreSQL integer); counters saturate.
 MAX_COUNT = 2_147_483_647
 
-_DUE_SQL = """
+_DUE_SQL = f"""
     SELECT t.id, t.integration_id, t.tenant_id, t.name, t.cron,
            COALESCE(NULLIF(t.timezone, ''), n.timezone), t.kwargs::text, t.next_run_at,
            t.catchup, t.catchup_window, t.catchup_max, t.overlap, t.max_attempts,
            t.retry_backoff,
-           (t.paused_at IS NOT NULL AND (t.paused_until IS NULL OR t.paused_until > %(now)s)),
-           (NOT n.is_active OR NOT i.enabled OR (n.paused_at IS NOT NULL
-               AND (n.paused_until IS NULL OR n.paused_until > %(now)s))),
+           {paused_sql("t", "%(now)s")},
+           (NOT n.is_active OR NOT i.enabled OR {paused_sql("n", "%(now)s")}),
            i.name, t.plan_error
       FROM scheduler_task t
       JOIN tenants_tenant n ON n.id = t.tenant_id

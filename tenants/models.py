@@ -42,12 +42,20 @@ def default_time_zone() -> str:
 def paused_q(now: dt.datetime, prefix: str = "") -> models.Q:
     """Rows paused at ``now``: a pause began and has not ended by itself yet.
 
-    ``prefix`` reaches a Pausable through a relation (``"tenant__"``). The scheduler's
-    tick computes the same in SQL (``scheduler.jobs``); this is its ORM form.
+    ``prefix`` reaches a Pausable through a relation (``"tenant__"``). The tick's raw
+    query uses the same condition in SQL, :func:`paused_sql`.
     """
     return models.Q(**{f"{prefix}paused_at__isnull": False}) & (
         models.Q(**{f"{prefix}paused_until__isnull": True})
         | models.Q(**{f"{prefix}paused_until__gt": now})
+    )
+
+
+def paused_sql(alias: str, now_placeholder: str) -> str:
+    """:func:`paused_q` as an SQL condition on table ``alias``, for the tick's raw query."""
+    return (
+        f"({alias}.paused_at IS NOT NULL AND ({alias}.paused_until IS NULL "
+        f"OR {alias}.paused_until > {now_placeholder}))"
     )
 
 

@@ -88,7 +88,7 @@ def test_run_sh_sets_up_once_then_starts_web_and_both_workers(test_database_url,
         system.send_signal(signal.SIGTERM)
         output = system.communicate(timeout=60)[0]
     assert len(traced(output, "manage.py migrate")) == 1, output
-    assert len(traced(output, "config.localdb check-url")) == 1, output
+    assert len(traced(output, "localdb check-url")) == 1, output
     assert len(traced(output, "ensure_venv")) == 1, output
     supervised = [line for line in traced(output, "procrastinate worker") if "supervise " in line]
     assert len(supervised) == 2, output
@@ -158,7 +158,7 @@ def test_embedded_cluster_outside_reach_of_server_user(tmp_path):
 
     def localdb(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run(
-            [sys.executable, "-m", "config.localdb", *args],
+            [sys.executable, "-m", "localdb", *args],
             capture_output=True,
             text=True,
             env=env,

@@ -11,7 +11,7 @@ from django.db.migrations.recorder import MigrationRecorder
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
-from config import health
+from monitoring import health, metrics
 from scheduler.models import SchedulerTick, Task, TaskRun, WorkerInfo
 from scheduler.tick import run_tick
 
@@ -205,7 +205,7 @@ def test_metrics_unavailable_database_is_503(client, monkeypatch):
         raise OperationalError("server closed the connection")
         yield  # pragma: no cover
 
-    monkeypatch.setattr(health.MetronomeCollector, "collect", broken)
+    monkeypatch.setattr(metrics.MetronomeCollector, "collect", broken)
     response = client.get("/metrics")
     assert response.status_code == 503
     assert b"OperationalError" in response.content

@@ -58,7 +58,7 @@ def test_scheduler_resumes_after_postgres_restart(tmp_path):
 
     def localdb(*args: str) -> str:
         done = subprocess.run(
-            [sys.executable, "-m", "config.localdb", *args],
+            [sys.executable, "-m", "localdb", *args],
             cwd=ROOT,
             env=env,
             capture_output=True,

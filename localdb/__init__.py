@@ -1,6 +1,6 @@
 """The embedded PostgreSQL cluster that ``run.sh`` uses when no DATABASE_URL is given.
 
-Run as ``python -m config.localdb {start,stop,status,url,check-url}``. The cluster lives
+Run as ``python -m localdb {start,stop,status,url,check-url}``. The cluster lives
 in ``.local/pg/`` (git-ignored) and is reused on every start. It listens on 127.0.0.1
 only, on a port of its own (never 5432), with a generated password (scram-sha-256), so
 other local users cannot use it and it never collides with a system PostgreSQL.
@@ -376,7 +376,7 @@ def check_url(url: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m config.localdb")
+    parser = argparse.ArgumentParser(prog="python -m localdb")
     parser.add_argument("command", choices=["start", "stop", "status", "url", "check-url", "bin"])
     parser.add_argument("url", nargs="?")
     args = parser.parse_args(argv)
@@ -400,7 +400,3 @@ def main(argv: list[str] | None = None) -> int:
         print("run.sh: no embedded PostgreSQL yet; ./run.sh db-start creates it", file=sys.stderr)
         return 1
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
