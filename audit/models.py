@@ -31,8 +31,15 @@ class AuditEntry(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     username = models.CharField(max_length=150, blank=True, help_text="Kept if the user goes.")
+    # The trail outlives its tenant: deleting a tenant keeps its entries (and records the
+    # deletion itself), so no database constraint ties them to the tenant row.
     tenant = models.ForeignKey(
-        "tenants.Tenant", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        "tenants.Tenant",
+        null=True,
+        blank=True,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        related_name="+",
     )
     action = models.CharField(max_length=16, choices=Action.choices)
     model = models.CharField(max_length=64)

@@ -46,6 +46,16 @@ _CONNINFO_PASSWORD = re.compile(
     flags=re.IGNORECASE,
 )
 
+#: A URL's user part with no password (``https://ghp_token@host``): tokens travel there too.
+_URL_USER_ONLY = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^\s:/@]+)@")
+
+#: The value of a query parameter whose name looks secret (``?access_token=…``, ``&sig=…``).
+_QUERY_SECRET = re.compile(
+    r"(?P<head>[?&][^=&\s#]*(?:token|key|secret|pass|auth|sig|credential)[^=&\s#]*=)"
+    r"(?P<value>[^&\s#'\"]+)",
+    flags=re.IGNORECASE,
+)
+
 #: How deep nested containers are cleansed (frame variables may be large or cyclic).
 _MAX_DEPTH = 6
 
@@ -58,8 +68,12 @@ def has_credentials(text: str) -> bool:
 
 
 def mask_credentials(text: str) -> str:
-    """``text`` with every URL and connection-string password replaced by ``********``."""
+    """``text`` with every credential in a URL or connection string replaced by ``********``:
+    URL passwords, a URL user part standing alone (often a token), query parameters whose
+    name looks secret, and libpq ``password=`` values."""
     text = _URL_PASSWORD.sub(lambda m: f"{m['head']}{MASK}@", text)
+    text = _URL_USER_ONLY.sub(lambda m: f"{m['head']}{MASK}@", text)
+    text = _QUERY_SECRET.sub(lambda m: f"{m['head']}{MASK}", text)
     return _CONNINFO_PASSWORD.sub(lambda m: f"{m['head']}{MASK}", text)
 
 

@@ -125,6 +125,18 @@ def test_error_text_of_a_server_echoing_the_token_is_masked_and_cut(status, sett
     assert "x" * 300 not in text and "more characters cut" in text
 
 
+@pytest.mark.parametrize("offset", [150, 180, 195, 199])
+def test_a_token_echoed_across_the_cut_leaves_no_part_of_itself(offset, settings):
+    fake = FakeGitHub(members={"acme": []})
+    fake.replies.append((401, {}, lambda auth: {"message": "x" * offset + f" {auth} tail"}))
+    with serve(fake), pytest.raises(IntegrationError) as exc:
+        allow(fake, settings)
+        with GitHubClient(TOKEN, fake.base_url) as client:
+            list(client.iter_org_members("acme"))
+    text = str(exc.value)
+    assert not any(TOKEN[:n] in text for n in range(6, len(TOKEN) + 1)), text
+
+
 def test_body_that_is_not_a_member_list_fails_clearly(settings):
     fake = FakeGitHub(members={"acme": []})
     fake.replies.append((200, {}, "<html>a login page</html>"))

@@ -126,6 +126,9 @@ def test_debug_error_page_of_a_database_outage_hides_the_password(debug_pages):
         ("dsn='mysql://u:raw@pass/word@db/x' rest", "raw@pass/word", "@db/x' rest"),
         ("host=db user=app password=s3cr3t dbname=x", "s3cr3t", "dbname=x"),
         ("host=db password='with space' dbname=x", "with space", "dbname=x"),
+        ("https://ghp_TOKEN123@github.com/org", "ghp_TOKEN123", "@github.com/org"),
+        ("https://h/api?access_token=tok123&page=2", "tok123", "&page=2"),
+        ("https://h/x?page=1&X-Amz-Signature=abcdef99#frag", "abcdef99", "#frag"),
     ],
 )
 def test_credentials_inside_any_string_are_masked(text, password, kept):

@@ -106,7 +106,8 @@ class GitHubClient:
                 f"GitHub rate limit reached (HTTP {status}); retrying at {retry_at.isoformat()}",
                 retry_at,
             )
-        message = redact.redact(_github_message(response), [self._token])
+        # Masked before it is cut: a token across the cut would otherwise survive in part.
+        message = redact.excerpt(redact.redact(_github_message(response), [self._token]))
         if status == 401:
             raise IntegrationError(
                 f"GitHub rejected the token (HTTP 401: {message}). "
@@ -137,13 +138,13 @@ class GitHubClient:
 
 
 def _github_message(response: httpx.Response) -> str:
-    """GitHub's own words about an error, cut short: the server chose them."""
+    """GitHub's own words about an error, whole (the caller masks, then cuts them)."""
     try:
         body = response.json()
         message = body.get("message", "") if isinstance(body, dict) else ""
     except ValueError:
         message = ""
-    return redact.excerpt(message or response.reason_phrase)
+    return str(message or response.reason_phrase)
 
 
 def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
