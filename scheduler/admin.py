@@ -17,7 +17,7 @@ from procrastinate.contrib.django.models import ProcrastinateJob
 from integrations.models import Integration
 from scheduler import admin_actions as actions
 from scheduler.admin_forms import TaskForm
-from scheduler.models import SchedulerTick, Task, TaskRun
+from scheduler.models import SCHEDULER_FIELDS, SchedulerTick, Task, TaskRun
 from scheduler.preview import cron_preview
 from scheduler.queues import SCHEDULER_QUEUE
 from tenants.access import scope, tenant_roles, visible_queues
@@ -176,31 +176,9 @@ class TaskAdmin(TenantScopedAdmin):
             },
         ),
         ("Pause", {"fields": ["paused_at", "pause_note", "paused_until"]}),
-        (
-            "Schedule",
-            {
-                "fields": [
-                    "next_run_at",
-                    "last_run_at",
-                    "missed_count",
-                    "skipped_count",
-                    "last_skipped_at",
-                    "plan_error",
-                    "plan_error_at",
-                ]
-            },
-        ),
+        ("Schedule", {"fields": list(SCHEDULER_FIELDS)}),  # written by the tick only
     ]
-    readonly_fields = [
-        "next_run_at",
-        "last_run_at",
-        "missed_count",
-        "skipped_count",
-        "last_skipped_at",
-        "plan_error",
-        "plan_error_at",
-        "paused_at",
-    ]
+    readonly_fields = [*SCHEDULER_FIELDS, "paused_at"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:
         latest = TaskRun.objects.filter(task=OuterRef("pk")).order_by("-scheduled_for", "-id")

@@ -18,16 +18,14 @@ from tenants.models import Pausable, PausableQuerySet, Tenant, validate_time_zon
 
 #: Fields only the scheduler writes; a plain save() leaves them alone so that an edit
 #: made with a stale instance never rewinds the schedule (which could replay a tick).
-SCHEDULER_FIELDS = frozenset(
-    {
-        "next_run_at",
-        "last_run_at",
-        "missed_count",
-        "skipped_count",
-        "last_skipped_at",
-        "plan_error",
-        "plan_error_at",
-    }
+SCHEDULER_FIELDS = (
+    "next_run_at",
+    "last_run_at",
+    "missed_count",
+    "skipped_count",
+    "last_skipped_at",
+    "plan_error",
+    "plan_error_at",
 )
 
 
