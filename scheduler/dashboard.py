@@ -1,4 +1,5 @@
-"""The admin dashboard: queues, a 24-hour chart of runs, failures, workers, last tick.
+"""The admin dashboard: queues, tenant load, a 24-hour chart of runs, failures, workers,
+last tick.
 
 Every figure is computed for the tenants the user may see; a fixed number of queries
 whatever the number of tenants, runs or jobs. A staff user who belongs to no tenant sees
@@ -8,6 +9,7 @@ no figure at all (not even workers or the scheduler's last tick), only whom to a
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +26,6 @@ from django.utils.safestring import SafeString
 from scheduler import jobs
 from scheduler.models import SchedulerTick, TaskRun, WorkerInfo
 from tenants.access import AccessUser, scope, visible_queues, visible_tenant_ids
-from tenants.models import Tenant
 from tenants.queues import tenant_for
 
 STATUS_COLOURS = {
@@ -48,10 +49,12 @@ def dashboard_view(request: HttpRequest) -> HttpResponse:
             "operators": operator_contacts(),
         }
         return TemplateResponse(request, "admin/scheduler/dashboard.html", context)
+    loads = visible_tenant_loads(user, now)
     context = {
         **admin.site.each_context(request),
         "title": "Dashboard",
-        "queues": queue_counts(user),
+        "queues": queue_counts(user, {row.load.tenant_id: row.load.name for row in loads}),
+        "tenant_loads": loads,
         "chart": runs_chart(runs_per_hour(user, now), now),
         "statuses": STATUS_COLOURS,
         "failures": scope(TaskRun.objects.all(), user, "tenant")
@@ -88,9 +91,9 @@ class QueueRow:
         return sum(self.counts.values())
 
 
-def queue_counts(user: AccessUser) -> list[QueueRow]:
+def queue_counts(user: AccessUser, names: dict[int, str]) -> list[QueueRow]:
+    """Jobs per queue and status; ``names`` maps the visible tenants' ids to their names."""
     rows = jobs.job_counts(visible_queues(user))
-    names = dict(Tenant.objects.values_list("id", "name"))
     by_queue: dict[str, QueueRow] = {}
     for queue, status, count in rows:
         tenant_id = tenant_for(queue)
@@ -98,6 +101,50 @@ def queue_counts(user: AccessUser) -> list[QueueRow]:
         row = by_queue.setdefault(queue, QueueRow(queue, tenant, {}))
         row.counts[status] = count
     return sorted(by_queue.values(), key=lambda r: (not r.tenant, r.tenant, r.queue))
+
+
+@dataclass(frozen=True)
+class TenantLoadRow:
+    """One tenant's line in the load table: its share settings, what waits, what runs."""
+
+    load: jobs.TenantLoad
+    oldest_wait: dt.timedelta | None
+
+    @property
+    def oldest_wait_display(self) -> str:
+        return format_wait(self.oldest_wait)
+
+
+def format_wait(wait: dt.timedelta | None) -> str:
+    """A short, exact-enough duration (``45 s``, ``3 min 05 s``, ``2 h 07 min``, ``3 d 4 h``);
+    ``—`` when nothing waits."""
+    if wait is None:
+        return "—"
+    seconds = int(wait.total_seconds())
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, seconds = divmod(rest, 60)
+    if days:
+        return f"{days} d {hours} h"
+    if hours:
+        return f"{hours} h {minutes:02d} min"
+    if minutes:
+        return f"{minutes} min {seconds:02d} s"
+    return f"{seconds} s"
+
+
+def tenant_load_rows(tenant_ids: Iterable[int] | None, now: dt.datetime) -> list[TenantLoadRow]:
+    """Load rows of these tenants (None: all), by name, in one query. The caller scopes the
+    ids to what the user may see."""
+    return [
+        TenantLoadRow(load, load.oldest_wait(now))
+        for load in jobs.tenant_load(tenant_ids, now).values()
+    ]
+
+
+def visible_tenant_loads(user: AccessUser, now: dt.datetime) -> list[TenantLoadRow]:
+    """Load rows of every tenant the user may see (their memberships are already read)."""
+    return tenant_load_rows(visible_tenant_ids(user), now)
 
 
 def runs_per_hour(user: AccessUser, now: dt.datetime) -> dict[dt.datetime, dict[str, int]]:

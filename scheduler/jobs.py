@@ -1,10 +1,14 @@
-"""Where Metronome touches procrastinate's tables: every query on them is in this module.
+"""Where Metronome touches procrastinate's tables: every query on them is in this module,
+but for the job priorities of fair sharing (``scheduler.fairness``, which shifts them when
+it rebases and reads the next job's priority).
 
 - Jobs are deferred and cancelled through procrastinate's public ``JobManager`` on a
   ``DjangoConnector``, that is on Django's own connection, so they commit or roll back with
   the ORM writes around them, in the web process and inside workers alike. (Inside a
   worker, ``app.job_manager`` runs on the worker's own connection pool, outside the
   caller's transaction: the tick, which runs in a worker, must not use it.)
+- Each tenant job gets its priority and lock from :mod:`scheduler.fairness`, which also
+  reads waiting jobs' priorities (the virtual time) and shifts them when it rebases.
 - Reads use procrastinate's Django models (``ProcrastinateJob``, ``ProcrastinateWorker``),
   or SQL here where they join Metronome's tables.
 
@@ -18,6 +22,8 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from django.conf import settings
 from django.db import connection
@@ -27,6 +33,7 @@ from procrastinate.contrib.django.models import ProcrastinateJob, ProcrastinateW
 from procrastinate.jobs import Job
 from procrastinate.manager import JobManager
 
+from scheduler import fairness
 from scheduler.models import TaskRun, WorkerInfo
 from scheduler.planner import RunToDefer
 from scheduler.queues import SCHEDULER_QUEUE
@@ -40,12 +47,14 @@ def job_manager() -> JobManager:
     return JobManager(django_connector.DjangoConnector(alias=alias))
 
 
-def job_for(run: RunToDefer) -> Job:
+def job_for(run: RunToDefer, slot: fairness.Slot | None = None) -> Job:
+    """The job of a run, with its fair-share priority and lock (:mod:`scheduler.fairness`)."""
     return Job(
         id=None,
         queue=queue_for(run.tenant_id),
-        lock=None,
+        lock=slot.lock if slot else None,
         queueing_lock=None,
+        priority=slot.priority if slot else 0,
         task_name=run.procrastinate_task,
         task_kwargs={
             "task_id": run.task_id,
@@ -57,12 +66,41 @@ def job_for(run: RunToDefer) -> Job:
     )
 
 
+def fair_slots(runs: Sequence[RunToDefer]) -> list[fairness.Slot]:
+    """Each run's Slot; a tenant's runs get increasing passes in ``scheduled_for`` order."""
+    order = sorted(range(len(runs)), key=lambda i: runs[i].scheduled_for)
+    slots = fairness.assign([runs[i].tenant_id for i in order])
+    by_run: list[fairness.Slot | None] = [None] * len(runs)
+    for i, slot in zip(order, slots, strict=True):
+        by_run[i] = slot
+    return [slot for slot in by_run if slot is not None]
+
+
 def defer_jobs(runs: Sequence[RunToDefer]) -> list[int]:
     """Insert one job per run, in the caller's transaction; the job ids, in order."""
     if not runs:
         return []
-    jobs = job_manager().batch_defer_jobs([job_for(run) for run in runs])
-    return [job.id for job in jobs if job.id is not None]  # procrastinate sets every id
+    jobs = [job_for(run, slot) for run, slot in zip(runs, fair_slots(runs), strict=True)]
+    deferred = job_manager().batch_defer_jobs(jobs)
+    return [job.id for job in deferred if job.id is not None]  # procrastinate sets every id
+
+
+def defer_for_tenant(tenant_id: int, task_name: str, task_kwargs: dict[str, Any]) -> int:
+    """Defer one job of ``task_name`` into the tenant's queue with its fair-share priority
+    and lock, on Django's connection (in the caller's transaction, if any); its id."""
+    (slot,) = fairness.assign([tenant_id])
+    job = Job(
+        id=None,
+        queue=queue_for(tenant_id),
+        lock=slot.lock,
+        queueing_lock=None,
+        priority=slot.priority,
+        task_name=task_name,
+        task_kwargs=task_kwargs,
+    )
+    (deferred,) = job_manager().batch_defer_jobs([job])
+    assert deferred.id is not None  # procrastinate sets it
+    return deferred.id
 
 
 def cancel_jobs(job_ids: Iterable[int]) -> int:
@@ -126,3 +164,67 @@ def forget_pruned_workers() -> None:
     """Delete the WorkerInfo rows of workers procrastinate no longer lists (one statement)."""
     with connection.cursor() as cursor:
         cursor.execute(_FORGET_PRUNED_WORKERS_SQL)
+
+
+@dataclass(frozen=True)
+class TenantLoad:
+    """A tenant's share settings and what its queue holds now: the figures of fair sharing.
+
+    ``todo`` counts every job not yet started (as the per-queue job counts do);
+    ``waiting_since`` is when the longest-waiting of those already due became due
+    (deferred, or reached its ``scheduled_at``), None when none is due.
+    """
+
+    tenant_id: int
+    name: str
+    weight: int
+    max_running: int | None
+    todo: int
+    doing: int
+    waiting_since: dt.datetime | None
+
+    def oldest_wait(self, now: dt.datetime) -> dt.timedelta | None:
+        """How long the longest-waiting due job has waited at ``now`` (never negative)."""
+        if self.waiting_since is None:
+            return None
+        return max(now - self.waiting_since, dt.timedelta(0))
+
+
+_TENANT_LOAD_SQL = """
+    SELECT t.id, t.name, t.weight, t.max_running,
+           coalesce(l.todo, 0), coalesce(l.doing, 0), l.waiting_since
+      FROM tenants_tenant t
+      LEFT JOIN (
+            SELECT j.queue_name,
+                   count(*) FILTER (WHERE j.status = 'todo') AS todo,
+                   count(*) FILTER (WHERE j.status = 'doing') AS doing,
+                   min(GREATEST(j.scheduled_at, d.at)) FILTER (
+                       WHERE j.status = 'todo'
+                         AND (j.scheduled_at IS NULL OR j.scheduled_at <= %(now)s)
+                   ) AS waiting_since
+              FROM procrastinate_jobs j
+              LEFT JOIN LATERAL (
+                    SELECT min(e.at) AS at FROM procrastinate_events e
+                     WHERE e.job_id = j.id AND e.type = 'deferred' AND j.status = 'todo'
+                   ) d ON true
+             WHERE j.status IN ('todo', 'doing')
+               AND (%(all)s OR j.queue_name = ANY(%(queues)s))
+             GROUP BY j.queue_name
+           ) l ON l.queue_name = t.id::text
+     WHERE %(all)s OR t.id = ANY(%(ids)s)
+     ORDER BY t.name, t.id
+"""
+
+
+def tenant_load(tenant_ids: Iterable[int] | None, now: dt.datetime) -> dict[int, TenantLoad]:
+    """Each of these tenants' (None: every tenant's) share settings and queue load, by name,
+    in one query; an empty queue has a zero load. ``now`` decides which jobs are due."""
+    ids = None if tenant_ids is None else list(tenant_ids)
+    if ids == []:
+        return {}
+    queues = [queue_for(tenant_id) for tenant_id in ids or []]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _TENANT_LOAD_SQL, {"now": now, "all": ids is None, "ids": ids or [], "queues": queues}
+        )
+        return {row[0]: TenantLoad(*row) for row in cursor.fetchall()}

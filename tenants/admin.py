@@ -18,6 +18,9 @@ from tenants.admin_members import MembershipForm, MembershipFormSet, owner_membe
 from tenants.crypto import LockerError
 from tenants.models import Locker, Membership, Tenant, default_time_zone, time_zone_names
 
+#: Tenant fields that set the tenant's share of shared workers: only owners change them.
+FAIR_SHARE_FIELDS = ["weight", "max_running"]
+
 
 class MembershipInline(admin.TabularInline):
     """Members by username or e-mail (no user picker); role rules in tenants/admin_members.py."""
@@ -59,13 +62,40 @@ class TenantForm(forms.ModelForm):
         initial=default_time_zone,
         help_text="IANA time zone in which this tenant's cron expressions are read.",
     )
+    weight = forms.IntegerField(
+        min_value=1,
+        max_value=100,
+        initial=1,
+        help_text=Tenant._meta.get_field("weight").help_text,
+        error_messages={
+            "min_value": "Enter a weight from 1 to 100 (%(show_value)s is too low).",
+            "max_value": "Enter a weight from 1 to 100 (%(show_value)s is too high).",
+            "required": "Enter a weight from 1 to 100 (1 is the usual share).",
+            "invalid": "Enter a weight as a whole number from 1 to 100.",
+        },
+    )
+    max_running = forms.IntegerField(
+        label="Max running jobs",
+        min_value=1,
+        max_value=1000,
+        required=False,
+        help_text=Tenant._meta.get_field("max_running").help_text,
+        error_messages={
+            "min_value": "Enter a limit from 1 to 1000, or leave it empty for no limit "
+            "(%(show_value)s is too low).",
+            "max_value": "Enter a limit from 1 to 1000, or leave it empty for no limit "
+            "(%(show_value)s is too high).",
+            "invalid": "Enter the limit as a whole number from 1 to 1000, or leave it empty "
+            "for no limit.",
+        },
+    )
 
     #: The user editing the page; set per request by ``TenantAdmin.get_form``.
     acting_user: AccessUser | None = None
 
     class Meta:
         model = Tenant
-        fields = ["name", "email", "owner", "timezone", "is_active"]
+        fields = ["name", "email", "owner", "timezone", "is_active", *FAIR_SHARE_FIELDS]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -113,7 +143,8 @@ class TenantAdmin(TenantScopedAdmin):
     def get_readonly_fields(self, request: HttpRequest, obj: Tenant | None = None) -> list[str]:
         fields = list(super().get_readonly_fields(request, obj))
         if obj is not None and not can_manage_owners(request.user, obj.pk):
-            fields += ["owner", "is_active"]  # only owners hand over or deactivate a tenant
+            # Only owners hand over or deactivate a tenant, or change its share of workers.
+            fields += ["owner", "is_active", *FAIR_SHARE_FIELDS]
         return fields
 
     def get_form(

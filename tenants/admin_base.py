@@ -276,6 +276,20 @@ class AllowlistChangeList(ChangeList):
                 "Invalid filter value: a date out of range; years go from 1 to 9998."
             ) from None
 
+    def get_filters(self, request: HttpRequest) -> Any:
+        """Django's filters; a value a simple filter does not offer is refused (400)."""
+        found = super().get_filters(request)
+        for spec in found[0]:
+            if not isinstance(spec, SimpleListFilter) or spec.value() is None:
+                continue
+            offered = {str(key) for key, _ in spec.lookup_choices}
+            if spec.value() not in offered:
+                raise DisallowedModelAdminLookup(
+                    f"'{str(spec.value())[:40]}' is not a choice of the filter "
+                    f"'{spec.parameter_name}'; it offers: {', '.join(sorted(offered)) or 'none'}."
+                )
+        return found
+
     def get_results(self, request: HttpRequest) -> None:
         try:
             super().get_results(request)

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models, transaction
 from django.utils import timezone
 
@@ -123,6 +124,19 @@ class Tenant(Pausable):
     )
     is_active = models.BooleanField(
         default=True, help_text="Inactive tenants get no scheduled runs."
+    )
+    weight = models.PositiveSmallIntegerField(
+        default=1,
+        validators=[MinValueValidator(1), MaxValueValidator(100)],
+        help_text="Share of a shared worker pool against other busy tenants (1-100; "
+        "a tenant of weight 3 runs three jobs for each one of a tenant of weight 1).",
+    )
+    max_running = models.PositiveSmallIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1), MaxValueValidator(1000)],
+        help_text="At most this many of the tenant's jobs run at once, across all workers "
+        "(empty: no limit), e.g. to respect the tenant's API rate limit.",
     )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

@@ -9,6 +9,7 @@ which is dropped at the end.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -25,7 +26,11 @@ BENCHMARKS = {
     "idle_tick": [],
     "worker_overhead": ["--jobs", "10"],
     "lateness": ["--tasks", "20", "--duration", "3"],
+    "fairness": [],
 }
+_FAIRNESS_ROW = re.compile(
+    r"^\| (?P<label>[0-9][a-z]?\. [^|]*) \| (?P<fair>[^|]*) \| (?P<plain>[^|]*) \|"
+)
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +54,8 @@ def bench_database_url() -> Iterator[str]:
         break
 
 
-@pytest.mark.parametrize("name", list(BENCHMARKS))
-def test_benchmark_runs_end_to_end(name: str, bench_database_url: str, tmp_path: Path) -> None:
+def run_benchmark(name: str, bench_database_url: str, tmp_path: Path) -> str:
+    """Run one benchmark small; the section it wrote (checked to be there)."""
     output = tmp_path / "benchmarks.md"
     command = [sys.executable, "-m", f"bench.{name}", "--quick", "--repeat", "1"]
     command += ["--database-url", bench_database_url, "--output", str(output)]
@@ -68,3 +73,39 @@ def test_benchmark_runs_end_to_end(name: str, bench_database_url: str, tmp_path:
     text = output.read_text()
     assert f"<!-- bench:{name} begin -->" in text and f"<!-- bench:{name} end -->" in text
     assert "Machine:" in text and "|---|" in text, text
+    return text
+
+
+@pytest.mark.parametrize("name", [name for name in BENCHMARKS if name != "fairness"])
+def test_benchmark_runs_end_to_end(name: str, bench_database_url: str, tmp_path: Path) -> None:
+    run_benchmark(name, bench_database_url, tmp_path)
+
+
+def test_fairness_benchmark_measures_both_sides(bench_database_url: str, tmp_path: Path) -> None:
+    """The fairness table has every measure, with numbers that are sane (not its targets):
+    B-K wait less behind A's backlog when fair, and the limit of 2 was never exceeded."""
+    text = run_benchmark("fairness", bench_database_url, tmp_path)
+    rows = {}
+    for line in text.splitlines():
+        found = _FAIRNESS_ROW.match(line)
+        if found:
+            rows[found["label"].split(".")[0]] = (found["fair"], found["plain"])
+    assert set(rows) == {"1", "2", "3", "3b", "4a", "4b"}, text
+
+    def numbers(key: str, side: int) -> list[float]:
+        return [float(x) for x in re.findall(r"[0-9]+(?:\.[0-9]+)?", rows[key][side])]
+
+    fair_p50, fair_p99 = numbers("1", 0)
+    plain_p50, plain_p99 = numbers("1", 1)
+    assert 0 <= fair_p50 <= fair_p99 and 0 <= plain_p50 <= plain_p99, rows["1"]
+    assert fair_p99 < plain_p99, rows["1"]
+    light, heavy = numbers("2", 0)[:2]
+    assert light > 0 and heavy > light, rows["2"]
+    assert sum(numbers("2", 1)[:2]) > 0, rows["2"]
+    peak, drain = numbers("3", 0)
+    peak_plain, drain_plain = numbers("3", 1)
+    assert 1 <= peak <= 2 and drain > 0, rows["3"]
+    assert peak_plain >= 1 and drain_plain > 0, rows["3"]
+    assert 1 <= numbers("3b", 0)[0] <= 2, rows["3b"]
+    rates = [numbers(key, side)[0] for key in ("4a", "4b") for side in (0, 1)]
+    assert all(rate > 0 for rate in rates), (rows["4a"], rows["4b"])

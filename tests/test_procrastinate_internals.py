@@ -61,3 +61,11 @@ def test_install_wraps_every_worker_the_app_builds_once():
     worker = app._worker(queues=["q"], wait=False)
     assert worker.run.__qualname__.startswith("install.")
     assert worker.queues == ["q"]
+
+
+def test_a_changed_notification_contract_stops_start_up(monkeypatch):
+    monkeypatch.setattr(internals, "_schema_text", lambda: "-- another schema")
+    found = internals.problems()
+    assert any("procrastinate_any_queue_v1" in p for p in found)
+    with pytest.raises(ImproperlyConfigured):
+        internals.install(App(connector=testing.InMemoryConnector()))

@@ -79,6 +79,8 @@ class RunContext:
     scheduled_for: dt.datetime | None
     job_id: int | None
     attempt: int
+    #: The run's retry policy; follow-up jobs deferred with :meth:`defer` get it too.
+    retry: dict[str, Any] | None = None
 
     @cached_property
     def integration(self) -> Integration:
@@ -103,6 +105,42 @@ class RunContext:
         # From now on this process masks the value in every log line and stored error.
         redact.remember([value])
         return value
+
+    def defer(self, task: str | Callable[..., Any], **kwargs: Any) -> int:
+        """Defer a follow-up job of one of this integration type's tasks (its name, e.g.
+        ``"sync_repo"``, or the decorated function), for the same integration and retry
+        policy, into the tenant's queue with the tenant's fair share: the same priority and
+        concurrency-limit treatment as scheduled runs (``scheduler/fairness.py``). It joins
+        the caller's transaction, if any. Returns the job's id.
+
+        Raises ValidationError when the type has no such task or the arguments do not fit it.
+        """
+        from scheduler import jobs  # the scheduler owns procrastinate's tables
+
+        spec = self._task_spec(task)
+        spec.validate_kwargs(kwargs)
+        return jobs.defer_for_tenant(
+            self.integration.tenant_id,
+            spec.procrastinate_name,
+            {
+                "integration_id": self.integration_id,
+                "task_id": self.task_id,
+                "kwargs": kwargs,
+                "retry": self.retry or {},
+            },
+        )
+
+    def _task_spec(self, task: str | Callable[..., Any]) -> TaskSpec:
+        """The integration type's task named or given by ``task``; only its own tasks can be
+        deferred, so integration code cannot put other jobs in the tenant's queue."""
+        integration_type = self.integration.type
+        if isinstance(task, str):
+            return integration_type.get_task(task)
+        name = getattr(task, "name", None)
+        for spec in integration_type.tasks.values():
+            if spec.function is task or spec.procrastinate_name == name:
+                return spec
+        return integration_type.get_task(getattr(task, "__name__", repr(task)))
 
 
 def integration_task(
@@ -131,6 +169,7 @@ def integration_task(
                 scheduled_for=dt.datetime.fromisoformat(scheduled_for) if scheduled_for else None,
                 job_id=context.job.id,
                 attempt=context.job.attempts + 1,
+                retry=retry,
             )
             return func(run, **(kwargs or {}))
 

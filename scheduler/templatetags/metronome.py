@@ -8,3 +8,13 @@ register = template.Library()
 @register.filter
 def get_item(mapping: dict, key: Any) -> Any:
     return mapping.get(key)
+
+
+@register.inclusion_tag("admin/scheduler/tenant_load_table.html")
+def tenant_load_table(tenant: Any) -> dict[str, Any]:
+    """The load card of one tenant's admin page (the page already checked access)."""
+    from django.utils import timezone
+
+    from scheduler.dashboard import tenant_load_rows
+
+    return {"rows": tenant_load_rows([tenant.pk], timezone.now()), "link_tenants": False}
