@@ -49,7 +49,7 @@ def dashboard_view(request: HttpRequest) -> HttpResponse:
             "operators": operator_contacts(),
         }
         return TemplateResponse(request, "admin/scheduler/dashboard.html", context)
-    loads = visible_tenant_loads(user, now)
+    loads = tenant_load_rows(visible_tenant_ids(user), now)
     context = {
         **admin.site.each_context(request),
         "title": "Dashboard",
@@ -140,11 +140,6 @@ def tenant_load_rows(tenant_ids: Iterable[int] | None, now: dt.datetime) -> list
         TenantLoadRow(load, load.oldest_wait(now))
         for load in jobs.tenant_load(tenant_ids, now).values()
     ]
-
-
-def visible_tenant_loads(user: AccessUser, now: dt.datetime) -> list[TenantLoadRow]:
-    """Load rows of every tenant the user may see (their memberships are already read)."""
-    return tenant_load_rows(visible_tenant_ids(user), now)
 
 
 def runs_per_hour(user: AccessUser, now: dt.datetime) -> dict[dt.datetime, dict[str, int]]:

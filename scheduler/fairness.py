@@ -130,8 +130,12 @@ def assign(tenant_ids: Sequence[int]) -> list[Slot]:
     with connection.cursor() as cursor:
         cursor.execute("SELECT max(pass) FROM scheduler_tenantpass")
         (highest,) = cursor.fetchone()
-    if highest is not None and highest > REBASE_AT:
-        rebase()
+        # Only then is V worth reading; rebase() reads both again under its lock.
+        if highest is not None and highest > REBASE_AT:
+            cursor.execute(f"SELECT {_VIRTUAL_TIME}")
+            (virtual,) = cursor.fetchone()
+            if virtual >= REBASE_AT // 2:
+                rebase()
     # Tenant rows are locked in id order, so concurrent defers cannot deadlock on them.
     rows = sql.json_rows({"tenant_id": t, "n": n} for t, n in sorted(counts.items()))
     with connection.cursor() as cursor:

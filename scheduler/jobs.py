@@ -70,10 +70,8 @@ def fair_slots(runs: Sequence[RunToDefer]) -> list[fairness.Slot]:
     """Each run's Slot; a tenant's runs get increasing passes in ``scheduled_for`` order."""
     order = sorted(range(len(runs)), key=lambda i: runs[i].scheduled_for)
     slots = fairness.assign([runs[i].tenant_id for i in order])
-    by_run: list[fairness.Slot | None] = [None] * len(runs)
-    for i, slot in zip(order, slots, strict=True):
-        by_run[i] = slot
-    return [slot for slot in by_run if slot is not None]
+    by_run = dict(zip(order, slots, strict=True))
+    return [by_run[i] for i in range(len(runs))]
 
 
 def defer_jobs(runs: Sequence[RunToDefer]) -> list[int]:

@@ -332,18 +332,3 @@ def plan(
         missed=sum(advance.missed for advance in counted),
         blocked=len(drafted.moved_on),
     )
-
-
-def plan_tick(
-    tasks: Sequence[DueTask],
-    *,
-    now: dt.datetime,
-    grace: dt.timedelta,
-    code: Mapping[int, TaskCode],
-    done: Iterable[tuple[int, dt.datetime]] = (),
-    queued: Mapping[int, int] | None = None,
-    running: Mapping[int, int] | None = None,
-) -> TickPlan:
-    """Both steps at once, for callers that already know the existing runs."""
-    drafted = draft(tasks, now=now, grace=grace, code=code)
-    return plan(drafted, done=done, queued=queued or {}, running=running or {})

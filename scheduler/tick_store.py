@@ -47,12 +47,12 @@ def lock_due_tasks(now: dt.datetime) -> list[DueTask]:
 
 
 # Counters saturate at the column's maximum rather than fail the whole tick's UPDATE.
-_ADVANCE_SQL = """
+_ADVANCE_SQL = f"""
     UPDATE scheduler_task AS t
        SET next_run_at = v.next_run_at,
            last_run_at = COALESCE(v.last_run_at, t.last_run_at),
-           missed_count = LEAST(t.missed_count::bigint + v.missed, 2147483647),
-           skipped_count = LEAST(t.skipped_count::bigint + v.skipped, 2147483647),
+           missed_count = LEAST(t.missed_count::bigint + v.missed, {MAX_COUNT}),
+           skipped_count = LEAST(t.skipped_count::bigint + v.skipped, {MAX_COUNT}),
            last_skipped_at = CASE WHEN v.skipped > 0 THEN %(now)s::timestamptz
                                   ELSE t.last_skipped_at END,
            plan_error = v.error,

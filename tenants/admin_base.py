@@ -616,7 +616,7 @@ class TenantScopedAdmin(AllowlistedQueryAdmin):
 
     def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         if obj is None:
-            return request.user.is_superuser or bool(editable_tenant_ids(request.user))
+            return may_run_actions(request.user)
         return can_edit(request.user, self.tenant_id_of(obj))
 
     def has_add_permission(self, request: HttpRequest, *args: Any) -> bool:

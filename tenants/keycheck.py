@@ -4,7 +4,8 @@ A process started with a wrong ``LOCKER_KEYS`` (a typo, another environment's ke
 dropped before ``rotate_locker_keys`` ran, a changed ``SECRET_KEY`` behind the development key)
 reads nothing, and worse, writes values that every correctly configured process then cannot
 read. The probe here is cheap enough to run at every start-up (system check ``tenants.E001``)
-and before every ``Locker.add``: it reads the few most recently updated encrypted values and
+and before every new value is encrypted (``Locker.add``, any Locker save, the admin form):
+it reads the few most recently updated encrypted values and
 tries the configured keys on them. If none of them opens, the keys are wrong. If some open and
 others do not, the keys are right but some values were written under a key that is gone
 (``tenants.W001``). A database without encrypted Lockers has nothing to judge and passes.

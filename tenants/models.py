@@ -40,15 +40,13 @@ def default_time_zone() -> str:
     return settings.TIME_ZONE
 
 
-def paused_q(now: dt.datetime, prefix: str = "") -> models.Q:
+def paused_q(now: dt.datetime) -> models.Q:
     """Rows paused at ``now``: a pause began and has not ended by itself yet.
 
-    ``prefix`` reaches a Pausable through a relation (``"tenant__"``). The tick's raw
-    query uses the same condition in SQL, :func:`paused_sql`.
+    The tick's raw query uses the same condition in SQL, :func:`paused_sql`.
     """
-    return models.Q(**{f"{prefix}paused_at__isnull": False}) & (
-        models.Q(**{f"{prefix}paused_until__isnull": True})
-        | models.Q(**{f"{prefix}paused_until__gt": now})
+    return models.Q(paused_at__isnull=False) & (
+        models.Q(paused_until__isnull=True) | models.Q(paused_until__gt=now)
     )
 
 

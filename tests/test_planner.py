@@ -30,7 +30,6 @@ from scheduler.planner import (
     TickPlan,
     draft,
     plan,
-    plan_tick,
 )
 from scheduler.policies import plan_overlap
 
@@ -168,6 +167,12 @@ def ticks_with_runs(draw, blocked: bool = True) -> tuple[Tick, frozenset, dict, 
     queued = dict(enumerate(draw(counts), 1))
     running = dict(enumerate(draw(counts), 1))
     return tick, done, queued, running
+
+
+def plan_tick(tasks, *, now, grace, code, done=(), queued=None, running=None) -> TickPlan:
+    """Both planning steps at once, as the tick chains them between its reads."""
+    drafted = draft(tasks, now=now, grace=grace, code=code)
+    return plan(drafted, done=done, queued=queued or {}, running=running or {})
 
 
 def planned(tick: Tick, done=frozenset(), queued=None, running=None) -> TickPlan:
