@@ -6,6 +6,6 @@ class AuditConfig(AppConfig):
     verbose_name = "Audit"
 
     def ready(self) -> None:
-        from audit import records
+        from audit import records, retention  # noqa: F401 (retention: check audit.E001)
 
         records.connect()

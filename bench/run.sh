@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs one benchmark (or all of them) with the project's venv:
-#   bench/run.sh tick_cost|idle_tick|lateness|worker_overhead|connections|fairness [--quick] [--repeat N] [...]
+#   bench/run.sh tick_cost|idle_tick|lateness|worker_overhead|connections|fairness|retention|herd
+#                [--quick] [--repeat N] [...]
 #   bench/run.sh all [--quick]
 # Without --database-url (or BENCH_DATABASE_URL) they use metronome_bench in the embedded
 # PostgreSQL, created and migrated on first use. Full runs update docs/benchmarks.md.
@@ -13,10 +14,10 @@ export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 export DJANGO_SETTINGS_MODULE=config.settings
 ALL=(tick_cost idle_tick lateness worker_overhead)
 # Not in `all`: they start worker (and web) processes of their own and take minutes
-# (bench/run.sh connections, bench/run.sh fairness).
-EXTRA=(connections fairness)
+# (connections, fairness, retention, herd).
+EXTRA=(connections fairness retention herd)
 name="${1:-}"
-[[ -n "$name" ]] || { sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+[[ -n "$name" ]] || { sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 shift
 if [[ "$name" == all ]]; then
   for bench in "${ALL[@]}"; do "$PY" -m "bench.$bench" "$@"; done

@@ -118,25 +118,43 @@ def check_crons(crons: Sequence[str], zones: Sequence[str], at: dt.datetime = NO
         raise ValueError(f"these crons do not fire at {at.isoformat()}: {wrong}")
 
 
+def _task_zones() -> tuple[str, ...]:
+    """Every zone whose offset at NOW is a whole or half hour: so many that each of a
+    tenant's Tasks can differ from the others by its (cron, zone) pair, as identical Tasks
+    are refused."""
+    from zoneinfo import ZoneInfo, available_timezones
+
+    def fits(name: str) -> bool:
+        offset = NOW.astimezone(ZoneInfo(name)).utcoffset()
+        return offset is not None and offset.total_seconds() % 1800 == 0
+
+    return tuple(sorted(z for z in available_timezones() if "/" in z and fits(z)))
+
+
+#: Zones of the Tasks that carry their own (see :func:`insert_tasks`).
+TASK_ZONES = _task_zones()
+
 _INSERT_TASKS = """
     INSERT INTO scheduler_task (
         pause_note, name, cron, timezone, kwargs, enabled, catchup, catchup_window,
         catchup_max, overlap, max_attempts, retry_backoff, next_run_at, missed_count,
-        skipped_count, created_at, updated_at, integration_id, tenant_id)
+        skipped_count, created_at, updated_at, integration_id, tenant_id, tenant_rank)
     SELECT '', %(name)s, (%(crons)s::text[])[1 + c],
-           CASE WHEN own_zone THEN (%(zones)s::text[])[1 + z] ELSE '' END,
+           CASE WHEN own_zone THEN (%(task_zones)s::text[])[1 + z] ELSE '' END,
            '{}'::jsonb, true, 'latest', interval '24 hours', 100, %(overlap)s, 1,
            interval '60 seconds',
            COALESCE(%(due_at)s::timestamptz,
-                    (%(nexts)s::timestamptz[])[1 + c * %(nz)s
-                        + CASE WHEN own_zone THEN z ELSE s %% %(nz)s END]),
+                    CASE WHEN own_zone THEN (%(own_nexts)s::timestamptz[])[1 + c * %(nzt)s + z]
+                         ELSE (%(nexts)s::timestamptz[])[1 + c * %(nz)s + s %% %(nz)s] END),
            0, 0, now(), now(),
-           (%(integrations)s::bigint[])[1 + s], (%(tenants)s::bigint[])[1 + s]
-      FROM (SELECT g %% %(nt)s AS s,
-                   (g / %(nt)s) %% %(nc)s AS c,
-                   (g / %(nt)s) %% %(nz)s AS z,
-                   (g / %(nt)s / %(nc)s) %% 2 = 1 AS own_zone
-              FROM generate_series(%(start)s::bigint, %(stop)s::bigint) AS g) AS v
+           (%(integrations)s::bigint[])[1 + s], (%(tenants)s::bigint[])[1 + s], k + 1
+      FROM (SELECT s, k,
+                   k >= %(nc)s AS own_zone,
+                   CASE WHEN k < %(nc)s THEN k ELSE ((k - %(nc)s) / %(nzt)s) %% %(nc)s END AS c,
+                   (k - %(nc)s) %% %(nzt)s AS z
+              FROM (SELECT g %% %(nt)s AS s, g / %(nt)s AS k
+                      FROM generate_series(%(start)s::bigint, %(stop)s::bigint) AS g) AS n
+           ) AS v
 """
 
 
@@ -152,24 +170,36 @@ def insert_tasks(
 ) -> None:
     """Insert ``count`` enabled Tasks spread round-robin over the fleet's tenants.
 
-    Half of them carry a zone of their own, the others read their tenant's. With
-    ``due_at`` every Task is due then; with ``None`` each waits for its next fire after
+    The first ``len(crons)`` Tasks of each tenant read their tenant's zone, one per cron;
+    the others carry a zone of their own (:data:`TASK_ZONES`), so that no two Tasks of an
+    integration are identical (up to ``len(crons) * (1 + len(TASK_ZONES))`` per tenant).
+    With ``due_at`` every Task is due then; with ``None`` each waits for its next fire after
     NOW (none is due at NOW). ``offset`` continues a previous call's pattern.
     """
     from scheduler.cron import next_fire
 
+    per_tenant = -(-(offset + count) // len(fleet.tenant_ids))
+    if per_tenant > len(crons) * (1 + len(TASK_ZONES)):
+        raise ValueError(f"{per_tenant} distinct Tasks per tenant is more than the seed makes")
     zones = ZONES  # tenant i reads ZONES[i % len(ZONES)] (make_fleet), hence "s % nz"
     nexts = [next_fire(cron, NOW, zone) for cron in crons for zone in zones]
+    own_nexts = (
+        [next_fire(cron, NOW, zone) for cron in crons for zone in TASK_ZONES]
+        if due_at is None
+        else []
+    )
     execute(
         _INSERT_TASKS,
         {
             "name": name,
             "crons": list(crons),
-            "zones": list(zones),
+            "task_zones": list(TASK_ZONES),
             "overlap": overlap,
             "due_at": due_at,
             "nexts": nexts,
+            "own_nexts": own_nexts,
             "nz": len(zones),
+            "nzt": len(TASK_ZONES),
             "nc": len(crons),
             "nt": len(fleet.tenant_ids),
             "integrations": fleet.integration_ids,

@@ -182,7 +182,11 @@ LOG_LEVEL: str = env.str("LOG_LEVEL", default="INFO").upper()
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"job_context": {"()": "scheduler.logcontext.JobContextFilter"}},
+    "filters": {
+        "job_context": {"()": "scheduler.logcontext.JobContextFilter"},
+        "reported_failures": {"()": "scheduler.logcontext.ReportedFailureFilter"},
+        "periodic_registration": {"()": "scheduler.logcontext.PeriodicRegistrationFilter"},
+    },
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)-7s %(name)s [%(job_context)s]: %(message)s"},
     },
@@ -199,6 +203,11 @@ LOGGING = {
         "procrastinate": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
         # Says "Adding tasks from blueprint" at every start: noise, not news.
         "procrastinate.blueprints": {"level": "WARNING"},
+        # A failed attempt the run middleware logged in one line is not logged again with a
+        # traceback; each periodic task's "Registering task" line comes once per process.
+        # See scheduler/logcontext.py.
+        "procrastinate.worker": {"filters": ["reported_failures"]},
+        "procrastinate.periodic": {"filters": ["periodic_registration"]},
         "metronome": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
         "tenants": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
         "integrations": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
@@ -220,6 +229,31 @@ STALLED_JOB_SECONDS: int = env.int("STALLED_JOB_SECONDS", default=60)
 # Finished jobs (succeeded, failed, cancelled) are deleted after this many hours; TaskRun
 # rows keep their history.
 JOB_RETENTION_HOURS: int = env.int("JOB_RETENTION_HOURS", default=168)
+
+
+def _whole_number(name: str, default: int) -> int:
+    """An integer environment variable, or a start-up error naming it (ranges are checked
+    by the system checks of scheduler/retention.py and audit/retention.py)."""
+    raw = env.str(name, default=str(default)).strip()
+    try:
+        return int(raw)
+    except ValueError:
+        raise ImproperlyConfigured(
+            f"{name}={raw!r} is not a whole number; set it to an integer such as "
+            f"{name}={default} (the default), or remove it."
+        ) from None
+
+
+# Bounded history (docs/operations.md, "Retention"): the maintenance job deletes finished
+# TaskRuns and audit entries older than these many days (0 keeps them forever), at most
+# RETENTION_BATCH_SIZE rows per statement and for RETENTION_BUDGET_SECONDS per run.
+TASKRUN_RETENTION_DAYS: int = _whole_number("TASKRUN_RETENTION_DAYS", 90)
+AUDIT_RETENTION_DAYS: int = _whole_number("AUDIT_RETENTION_DAYS", 365)
+RETENTION_BATCH_SIZE: int = _whole_number("RETENTION_BATCH_SIZE", 2000)
+RETENTION_BUDGET_SECONDS: int = _whole_number("RETENTION_BUDGET_SECONDS", 10)
+#: Due Tasks a tick plans and commits at a time: a herd's first jobs start after one chunk
+#: (range checked by scheduler.E005).
+SCHEDULER_CHUNK_SIZE: int = _whole_number("SCHEDULER_CHUNK_SIZE", 1000)
 # Every worker's task middleware: keeps TaskRun rows in step with their jobs.
 PROCRASTINATE_WORKER_DEFAULTS = {"task_middleware": [job_middleware.record_run]}
 # What procrastinate has no setting for (see scheduler/procrastinate_internals.py).

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, cast
 
-from django.core.exceptions import ImproperlyConfigured, ValidationError
-from django.db import models, transaction
+from django.core.exceptions import NON_FIELD_ERRORS, ImproperlyConfigured, ValidationError
+from django.db import IntegrityError, models, transaction
 from django.db.models import Value
 
 from integrations.base import registry
@@ -129,13 +130,61 @@ class Integration(models.Model):
     def add_task(self, name: str, cron: str, **options: Any) -> Task:
         """Create a scheduled Task of this integration (saving the integration if new).
 
-        Everything is validated first; on a ValidationError nothing is saved, not even
-        a new integration.
+        The integration and the Task are validated together first, so one error never hides
+        another; on a ValidationError nothing is saved, not even a new integration. A Task
+        identical to one the integration has (same name, cron, time zone and kwargs) is
+        refused, since it would run the same job twice: :meth:`get_or_add_task` returns
+        the existing one instead.
         """
+        task = self._new_task(name, cron, options)
+        was_new = self.pk is None
+        errors = self._validate_with(task) if was_new else _errors_of(task.full_clean)
+        if errors:
+            raise ValidationError(errors)
+        try:
+            with transaction.atomic():
+                if was_new:
+                    self.save()
+                    task.integration = self
+                task.save()
+        except BaseException as exc:
+            if was_new:
+                self.pk = None
+                self._state.adding = True
+            if isinstance(exc, IntegrityError):
+                # Validation passed, then a concurrent save took the same place.
+                raced = task.identical_error() or self._already_exists_error(task)
+                if raced is not None:
+                    raise raced from exc
+            raise
+        return task
+
+    def get_or_add_task(self, name: str, cron: str, **options: Any) -> tuple[Task, bool]:
+        """``(task, created)``: the Task of this integration with this name, cron, time zone
+        and kwargs (``timezone=``, ``kwargs=`` in ``options``; default the tenant's zone and
+        ``{}``), or a new one made by :meth:`add_task`. Like Django's ``get_or_create``, the
+        other options (``enabled``, ``max_attempts``, ...) apply only to a new Task; an
+        existing one is returned as it is. Bad input raises ValidationError as in add_task.
+        """
+        task = self._new_task(name, cron, options)
+        existing = task.identical()
+        if existing is not None:
+            return existing, False
+        try:
+            return self.add_task(name, cron, **options), True
+        except ValidationError:
+            existing = task.identical()  # added meanwhile by a concurrent caller
+            if existing is not None:
+                return existing, False
+            raise
+
+    def _new_task(self, name: str, cron: str, options: dict[str, Any]) -> Task:
+        """An unsaved Task of this integration; an option that is not a Task setting is a
+        ValidationError."""
         # The Task model is reached through the reverse relation, not imported: the
         # scheduler app depends on this one, never the other way round.
         task_model = self._meta.get_field("tasks").related_model
-        if task_model is None:
+        if task_model is None or isinstance(task_model, str):
             raise ImproperlyConfigured(
                 "Integration.tasks is not a relation: add_task needs the scheduler app "
                 "(its Task model has the ForeignKey named 'tasks' on the integration side)."
@@ -149,21 +198,65 @@ class Integration(models.Model):
                 f"Unknown option '{unknown[0]}' for add_task; accepted: "
                 f"{', '.join(sorted(allowed))}."
             )
-        was_new = self.pk is None
-        try:
-            with transaction.atomic():
-                if was_new:
-                    self.full_clean()
-                    self.save()
-                task = task_model(
-                    integration=self, tenant_id=self.tenant_id, name=name, cron=cron, **options
-                )
-                task.full_clean()
-                task.save()
-        except ValidationError:
-            if was_new:
-                self.pk = None
-                self._state.adding = True
-            raise
+        task = task_model(
+            integration=self, tenant_id=self.tenant_id, name=name, cron=cron, **options
+        )
         # django-stubs types a model reached through _meta as Model; this one is Task.
         return cast("Task", task)
+
+    def _validate_with(self, task: Task) -> dict[str, list[ValidationError]]:
+        """The errors of this new integration and of its first ``task``, together."""
+        errors: dict[str, list[ValidationError]] = {}
+        taken = self._already_exists_error(task)
+        if taken is not None:
+            errors = taken.update_error_dict(errors)
+        # The constraint's own message says less than ours: skip it when ours is there.
+        errors = _merge(errors, _errors_of(self.full_clean, validate_constraints=taken is None))
+        if "name" in errors:
+            return errors  # unknown integration type: its task names cannot be checked
+        return _merge(errors, _errors_of(task.full_clean, exclude=["integration"]))
+
+    def _already_exists_error(self, task: Task) -> ValidationError | None:
+        """When this unsaved integration's tenant already has one of its type (one per
+        tenant and type): the error saying how to add ``task`` to that one instead."""
+        if self.pk is not None or self.tenant_id is None or not isinstance(self.name, str):
+            return None
+        existing = type(self).objects.filter(tenant_id=self.tenant_id, name=self.name).first()
+        if existing is None:
+            return None
+        get = f"Integration.objects.get(tenant_id={self.tenant_id}, name={json.dumps(self.name)})"
+        call = f"name={json.dumps(task.name)}, cron={json.dumps(task.cron)}"
+        config = (
+            ""
+            if existing.config == self.config
+            else f" Its config stays {json.dumps(existing.config)}: change it in admin if needed."
+        )
+        message = (
+            f"Tenant {self.tenant_id} already has a {self.name} integration (id {existing.pk}), "
+            "and a tenant has one integration of each type. Add the task to that one: "
+            f"{get}.add_task({call}), or .get_or_add_task({call}) to get the task if it "
+            f"is there already.{config}"
+        )
+        return ValidationError({NON_FIELD_ERRORS: [ValidationError(message, code="exists")]})
+
+
+def _errors_of(check: Callable[..., object], **kwargs: Any) -> dict[str, list[ValidationError]]:
+    """The ValidationError that ``check(**kwargs)`` raises, as a dict by field; {} if none."""
+    try:
+        check(**kwargs)
+    except ValidationError as exc:
+        return exc.update_error_dict({})
+    return {}
+
+
+def _merge(
+    errors: dict[str, list[ValidationError]], more: dict[str, list[ValidationError]]
+) -> dict[str, list[ValidationError]]:
+    """``errors`` and ``more`` by field, without saying the same thing twice."""
+    for field, found in more.items():
+        messages = {m for error in errors.get(field, []) for m in error.messages}
+        for error in found:
+            if not set(error.messages) <= messages:
+                errors.setdefault(field, []).append(error)
+                messages.update(error.messages)
+    return errors

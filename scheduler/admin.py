@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from typing import Any
 
@@ -11,12 +12,17 @@ from django.core.paginator import Paginator
 from django.db.models import Field, Model, OuterRef, QuerySet, Subquery
 from django.http import HttpRequest, JsonResponse, QueryDict
 from django.urls import path, reverse
-from django.utils.html import format_html
+from django.utils import timezone
+from django.utils.html import escape, format_html, format_html_join
+from django.utils.safestring import mark_safe
 from procrastinate.contrib.django.models import ProcrastinateJob
 
 from integrations.models import Integration
 from scheduler import admin_actions as actions
 from scheduler.admin_forms import TaskForm
+from scheduler.badges import status_badge
+from scheduler.display import ago, attempts_of, format_duration, history_rows
+from scheduler.job_list import SystemJobsFilter, details_of, with_details
 from scheduler.models import SCHEDULER_FIELDS, SchedulerTick, Task, TaskRun
 from scheduler.preview import cron_preview
 from scheduler.queues import SCHEDULER_QUEUE
@@ -30,7 +36,7 @@ from tenants.admin_base import (
 from tenants.models import PausableQuerySet, Tenant
 from tenants.queues import queue_for
 
-RUNS_PER_PAGE = 20
+RUNS_PER_PAGE = 10
 
 
 def _max_length(name: str) -> int:
@@ -79,6 +85,20 @@ def preview_params(query: QueryDict) -> dict[str, str]:
     return values
 
 
+def _moment(value: dt.datetime | None) -> str:
+    """A time in the site's zone, to the second, in a column as narrow as it can be."""
+    if value is None:
+        return "—"
+    local = timezone.localtime(value)
+    return format_html(
+        '<time datetime="{}" title="{}">{}<br>{}</time>',
+        value.isoformat(),
+        local.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        local.strftime("%b %d"),
+        local.strftime("%H:%M:%S"),
+    )
+
+
 def job_link(job_id: int | None) -> str:
     if job_id is None:
         return "—"
@@ -125,21 +145,51 @@ class PausedFilter(admin.SimpleListFilter):
         return queryset
 
 
+def _exact(value: dt.datetime | None) -> str:
+    """A time on a detail page: in the site's zone, to the second, with the zone."""
+    if value is None:
+        return "—"
+    return timezone.localtime(value).strftime("%Y-%m-%d %H:%M:%S %Z")
+
+
+def task_cell(task: Task) -> str:
+    """A task in a list: ``integration.name`` with its cron on a line of its own."""
+    return format_html(
+        '{}.{} <code class="mt-cron">{}</code>', task.integration.name, task.name, task.cron
+    )
+
+
+def pending_retry_times(runs: list[TaskRun]) -> dict[int, dt.datetime]:
+    """Job id -> when its retry is due, for the runs waiting for a retry; one query."""
+    waiting = [
+        r.job_id
+        for r in runs
+        if r.job_id is not None and r.status == TaskRun.Status.TODO and r.attempt_log
+    ]
+    if not waiting:
+        return {}
+    jobs = ProcrastinateJob.objects.filter(id__in=waiting, status="todo").values_list(
+        "id", "scheduled_at"
+    )
+    return {job_id: when for job_id, when in jobs if when is not None}
+
+
 @admin.register(Task)
 class TaskAdmin(TenantScopedAdmin):
+    """Tasks: a list that shows only what is unusual, and a page that opens on the runs."""
+
     form = TaskForm
     change_form_template = "admin/scheduler/task/change_form.html"
     list_display = [
-        "__str__",
+        "task_display",
         "tenant",
-        "enabled",
-        "paused_display",
-        "last_status_display",
-        "last_run_at",
-        "next_run_at",
-        "missed_count",
-        "skipped_count",
+        "state_display",
+        "last_run_display",
+        "next_run_display",
+        "missed_display",
+        "skipped_display",
     ]
+    list_display_links = ["task_display"]
     list_filter = [
         ("tenant", admin.RelatedOnlyFieldListFilter),
         ValuesFilter.of("integration__name", "integration type"),
@@ -180,21 +230,77 @@ class TaskAdmin(TenantScopedAdmin):
     ]
     readonly_fields = [*SCHEDULER_FIELDS, "paused_at"]
 
+    class Media:
+        css = {"all": ["scheduler/task.css"]}
+
     def get_queryset(self, request: HttpRequest) -> QuerySet:
         latest = TaskRun.objects.filter(task=OuterRef("pk")).order_by("-scheduled_for", "-id")
         return (
             super()
             .get_queryset(request)
-            .annotate(last_status=Subquery(latest.values("status")[:1]))
+            .annotate(
+                last_status=Subquery(latest.values("status")[:1]),
+                last_run_for=Subquery(latest.values("scheduled_for")[:1]),
+            )
         )
 
-    @admin.display(description="paused", boolean=True)
+    @admin.display(description="task", ordering="name")
+    def task_display(self, obj: Task) -> str:
+        return task_cell(obj)
+
     def paused_display(self, obj: Task) -> bool:
+        """Whether the list shows the task as paused (a pause whose end passed is over)."""
         return obj.is_paused()
 
-    @admin.display(description="last run", ordering="last_status")
-    def last_status_display(self, obj: Task) -> str:
-        return getattr(obj, "last_status", None) or "—"
+    @admin.display(description="state")
+    def state_display(self, obj: Task) -> str:
+        """Only what is unusual: paused (until when), disabled, not plannable; else empty."""
+        badges = []
+        if not obj.enabled:
+            badges.append(status_badge("disabled"))
+        if self.paused_display(obj):
+            until = obj.paused_until
+            badges.append(
+                format_html(
+                    '<span title="{}">{}{}</span>',
+                    obj.pause_note or "paused",
+                    status_badge("paused"),
+                    format_html(" until {}", _moment(until)) if until else "",
+                )
+            )
+        if obj.plan_error:
+            badges.append(
+                format_html(
+                    '<span title="{}">{}</span>', obj.plan_error, status_badge("plan_error")
+                )
+            )
+        return format_html_join(" ", "{}", ((b,) for b in badges))
+
+    @admin.display(description="last run", ordering="last_run_for")
+    def last_run_display(self, obj: Task) -> str:
+        """The latest run's status badge and how long ago it was due (run now included)."""
+        status = getattr(obj, "last_status", None)
+        if status is None:
+            return "—"
+        when = getattr(obj, "last_run_for", None)
+        return format_html(
+            '{}<br><span class="mt-ago" title="{}">{}</span>',
+            status_badge(status),
+            timezone.localtime(when).strftime("%Y-%m-%d %H:%M:%S %Z") if when else "",
+            ago(when, timezone.now()),
+        )
+
+    @admin.display(description="next run", ordering="next_run_at")
+    def next_run_display(self, obj: Task) -> str:
+        return _moment(obj.next_run_at)
+
+    @admin.display(description="missed", ordering="missed_count")
+    def missed_display(self, obj: Task) -> int:
+        return obj.missed_count
+
+    @admin.display(description="skipped", ordering="skipped_count")
+    def skipped_display(self, obj: Task) -> int:
+        return obj.skipped_count
 
     def save_model(self, request: HttpRequest, obj: Task, form: Any, change: bool) -> None:
         super().save_model(request, obj, form, change)
@@ -236,35 +342,127 @@ class TaskAdmin(TenantScopedAdmin):
         form_url: str = "",
         extra_context: dict | None = None,
     ):
+        """The form, with the run history above it (newest first, each run's attempts)."""
         extra_context = dict(extra_context or {})
         task = self.get_object(request, object_id)  # 404 when missing or not the user's
         runs = TaskRun.objects.filter(task=task).order_by("-scheduled_for", "-id")
-        extra_context["runs_page"] = Paginator(runs, RUNS_PER_PAGE).get_page(
-            request.GET.get("runs_page")
-        )
+        runs_page = Paginator(runs, RUNS_PER_PAGE).get_page(request.GET.get("runs_page"))
+        page_runs = list(runs_page)
+        extra_context["runs_page"] = runs_page
+        extra_context["history"] = history_rows(page_runs, pending_retry_times(page_runs))
         extra_context["preview"] = cron_preview(task.cron, task.effective_timezone)
         return super().change_view(request, object_id, form_url, extra_context)
 
 
+#: What a run's page shows below its attempts, every one read-only.
+RUN_PAGE_FIELDS = (
+    "task",
+    "tenant",
+    "intended_exact",
+    "origin_display",
+    "status_display",
+    "job",
+    "enqueued_exact",
+    "started_exact",
+    "finished_exact",
+    "duration_display",
+    "error_display",
+)
+
+
 @admin.register(TaskRun)
 class TaskRunAdmin(TenantScopedAdmin):
+    """Runs: status badges and readable durations; each run's page lists its attempts."""
+
     list_display = [
-        "task",
+        "task_display",
         "tenant",
-        "scheduled_for",
-        "manual",
-        "status",
-        "attempts",
+        "intended_display",
+        "status_display",
+        "started_display",
+        "duration_display",
         "job",
-        "started_at",
-        "finished_at",
-        "duration",
     ]
+    list_display_links = ["task_display"]
     list_filter = ["status", "manual", ("tenant", admin.RelatedOnlyFieldListFilter)]
     search_fields = ["task__name", "error"]
     list_select_related = ["task__integration", "tenant"]
-    readonly_fields = [f.name for f in TaskRun._meta.fields] + ["job", "duration"]
+    change_form_template = "admin/scheduler/taskrun/change_form.html"
+    fields = RUN_PAGE_FIELDS
+    readonly_fields = RUN_PAGE_FIELDS
     date_hierarchy = "scheduled_for"
+
+    class Media:
+        css = {"all": ["scheduler/task.css"]}
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict | None = None,
+    ):
+        """The run's fields, its attempts above them (each a row: when, outcome, error)."""
+        extra_context = dict(extra_context or {})
+        run = self.get_object(request, object_id)  # 404 when missing or not the user's
+        due = pending_retry_times([run]).get(run.job_id) if run.job_id is not None else None
+        extra_context["attempts"] = attempts_of(run, due)
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    @admin.display(description="intended")
+    def intended_exact(self, obj: TaskRun) -> str:
+        return _exact(obj.scheduled_for)
+
+    @admin.display(description="started by")
+    def origin_display(self, obj: TaskRun) -> str:
+        return "run now" if obj.manual else "the schedule"
+
+    @admin.display(description="enqueued")
+    def enqueued_exact(self, obj: TaskRun) -> str:
+        return _exact(obj.enqueued_at)
+
+    @admin.display(description="started")
+    def started_exact(self, obj: TaskRun) -> str:
+        return _exact(obj.started_at)
+
+    @admin.display(description="finished")
+    def finished_exact(self, obj: TaskRun) -> str:
+        return _exact(obj.finished_at)
+
+    @admin.display(description="error")
+    def error_display(self, obj: TaskRun) -> str:
+        """The last error with its traceback (masked when it was stored); empty when none."""
+        if not obj.error:
+            return "—"
+        return format_html('<pre class="mt-trace">{}</pre>', obj.error)
+
+    @admin.display(description="task", ordering="task__name")
+    def task_display(self, obj: TaskRun) -> str:
+        return task_cell(obj.task)
+
+    @admin.display(description="intended", ordering="scheduled_for")
+    def intended_display(self, obj: TaskRun) -> str:
+        manual = format_html(" {}", status_badge("manual")) if obj.manual else ""
+        return format_html("{}{}", _moment(obj.scheduled_for), manual)
+
+    @admin.display(description="status", ordering="status")
+    def status_display(self, obj: TaskRun) -> str:
+        """The status badge, and the number of attempts when there was more than one."""
+        if obj.attempts > 1:
+            return format_html(
+                '{}<br><span class="mt-ago">{} attempts</span>',
+                status_badge(obj.status),
+                obj.attempts,
+            )
+        return status_badge(obj.status)
+
+    @admin.display(description="started", ordering="started_at")
+    def started_display(self, obj: TaskRun) -> str:
+        return _moment(obj.started_at)
+
+    @admin.display(description="duration")
+    def duration_display(self, obj: TaskRun) -> str:
+        return format_duration(obj.duration)
 
     @admin.display(description="job")
     def job(self, obj: TaskRun) -> str:
@@ -308,37 +506,92 @@ if admin.site.is_registered(ProcrastinateJob):
 
 @admin.register(ProcrastinateJob)
 class JobAdmin(AllowlistedQueryAdmin):
-    """procrastinate's jobs, scoped by queue (a tenant's queue is its id)."""
+    """procrastinate's jobs, scoped by queue (a tenant's queue is its id).
+
+    Tenant jobs only unless system jobs are asked for; each row's tenant name, intended
+    time, attempt times and duration are read for the whole page at once
+    (:mod:`scheduler.job_list`).
+    """
 
     list_display = [
         "id",
-        "task_name",
-        "queue_name",
-        "status",
-        "scheduled_at",
-        "attempts",
-        "task_link",
+        "task_display",
+        "tenant_queue",
+        "status_display",
+        "intended",
+        "started",
+        "finished",
+        "duration",
+        "attempts_display",
     ]
-    list_filter = ["status", QueueFilter, TaskNameFilter]
+    list_filter = ["status", QueueFilter, TaskNameFilter, SystemJobsFilter]
     search_fields = ["task_name", "queue_name"]
     readonly_fields = [
         "id",
         "task_name",
-        "queue_name",
-        "status",
+        "task_link",
+        "tenant_queue",
+        "status_display",
+        "intended",
         "scheduled_at",
-        "attempts",
+        "started",
+        "finished",
+        "duration",
+        "attempts_display",
         "args",
         "lock",
         "queueing_lock",
         "priority",
-        "task_link",
     ]
     fields = tuple(readonly_fields)
     actions = [actions.retry_jobs, actions.cancel_jobs, actions.abort_jobs]
 
+    @admin.display(description="task", ordering="task_name")
+    def task_display(self, obj: ProcrastinateJob) -> str:
+        # A long name may break after its dots (metronome.<wbr>maintenance), not mid-word;
+        # the title keeps it whole.
+        name = mark_safe(escape(obj.task_name).replace(".", ".<wbr>"))
+        task_id = (obj.args or {}).get("task_id") if isinstance(obj.args, dict) else None
+        if not isinstance(task_id, int) or isinstance(task_id, bool):
+            return format_html('<span title="{}">{}</span>', obj.task_name, name)
+        url = reverse("admin:scheduler_task_change", args=[task_id])
+        return format_html(
+            '<a href="{}" title="{} (task {})">{}</a>', url, obj.task_name, task_id, name
+        )
+
+    @admin.display(description="tenant (queue)", ordering="queue_name")
+    def tenant_queue(self, obj: ProcrastinateJob) -> str:
+        name = details_of(obj).tenant_name
+        if name is None:
+            return format_html('<span class="mt-queue">{}</span>', obj.queue_name)
+        return format_html('{} <span class="mt-queue">({})</span>', name, obj.queue_name)
+
+    @admin.display(description="status", ordering="status")
+    def status_display(self, obj: ProcrastinateJob) -> str:
+        return status_badge(obj.status)
+
+    @admin.display(description="intended")
+    def intended(self, obj: ProcrastinateJob) -> str:
+        return _moment(details_of(obj).intended)
+
+    @admin.display(description="started")
+    def started(self, obj: ProcrastinateJob) -> str:
+        return _moment(details_of(obj).started)
+
+    @admin.display(description="finished")
+    def finished(self, obj: ProcrastinateJob) -> str:
+        return _moment(details_of(obj).finished)
+
+    @admin.display(description="duration")
+    def duration(self, obj: ProcrastinateJob) -> str:
+        return format_duration(details_of(obj).duration)
+
+    @admin.display(description="attempts", ordering="attempts")
+    def attempts_display(self, obj: ProcrastinateJob) -> int:
+        return details_of(obj).attempts
+
     def get_queryset(self, request: HttpRequest) -> QuerySet:
-        queryset = super().get_queryset(request)
+        queryset = with_details(super().get_queryset(request))
         queues = visible_queues(request.user)
         return queryset if queues is None else queryset.filter(queue_name__in=queues)
 

@@ -14,6 +14,7 @@ from procrastinate.contrib.django import app
 
 from audit import records as audit
 from audit.models import AuditEntry
+from scheduler import jobs
 from scheduler.runs import run_now
 from tenants.access import editable_tenant_ids
 from tenants.admin_actions import editable, pause_selected, report, resume_selected
@@ -92,7 +93,7 @@ def _job_action(request: HttpRequest, queryset: QuerySet, status: str, verb: str
 @admin.action(description="Retry selected failed jobs")
 def retry_jobs(modeladmin: Any, request: HttpRequest, queryset: QuerySet) -> None:
     def act(job: Any) -> None:
-        app.job_manager.retry_job_by_id(job.id, retry_at=timezone.now())  # TaskRun follows
+        jobs.retry_failed_job(job.id, timezone.now())
 
     _job_action(request, queryset, "failed", "retried", act, AuditEntry.Action.JOB_RETRY)
 

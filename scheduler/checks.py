@@ -1,4 +1,5 @@
-"""System check ``scheduler.E001``: the TaskRun trigger is installed and current.
+"""System checks: ``scheduler.E001``, the TaskRun trigger is installed and current (below);
+``scheduler.E005``, the tick's chunk size is sane (at the end).
 
 TaskRun rows follow their jobs' status through a trigger on ``procrastinate_jobs`` (see
 :mod:`scheduler.run_records`). Without it, or with an outdated copy, runs stay ``todo``
@@ -77,3 +78,26 @@ def sync_trigger_after_migrate(sender: AppConfig, using: str = "default", **kwar
     """After ``migrate`` (and ``flush``), reinstall the trigger if it is not as in the file."""
     if sender.label == "scheduler":
         run_records.sync_trigger(using)
+
+
+#: The largest chunk a tick may take: beyond it one transaction holds too many row locks
+#: and too much memory for the herd's first jobs to start soon.
+MAX_CHUNK_SIZE = 50_000
+
+
+@register()
+def check_chunk_size(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any) -> list[Error]:
+    """``scheduler.E005``: ``SCHEDULER_CHUNK_SIZE`` is a whole number of due Tasks per chunk."""
+    from django.conf import settings
+
+    size = settings.SCHEDULER_CHUNK_SIZE
+    if isinstance(size, int) and not isinstance(size, bool) and 1 <= size <= MAX_CHUNK_SIZE:
+        return []
+    return [
+        Error(
+            f"SCHEDULER_CHUNK_SIZE is {size!r}: it must be a whole number of due Tasks from 1 "
+            f"to {MAX_CHUNK_SIZE:,}.",
+            hint="e.g. SCHEDULER_CHUNK_SIZE=1000 (the default).",
+            id="scheduler.E005",
+        )
+    ]

@@ -12,13 +12,15 @@ import datetime as dt
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode
 
 from django.conf import settings
 from django.contrib import admin
-from django.db.models import Count
-from django.db.models.functions import TruncHour
+from django.db.models import Case, Count, F, Func, Max, Min, TextField, Value, When
+from django.db.models.functions import Coalesce, Left, Trim, TruncHour
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
@@ -36,6 +38,12 @@ STATUS_COLOURS = {
     "cancelled": "#ff8f00",
 }
 CHART_HOURS = 24
+#: How far back "Recent failures" looks, and how many groups it shows at most.
+FAILURE_WINDOW = dt.timedelta(days=7)
+FAILURE_GROUPS = 10
+#: The longest error summary shown (and grouped on).
+SUMMARY_LENGTH = 200
+TRACEBACK_HEAD = "Traceback (most recent call last)"
 
 
 def dashboard_view(request: HttpRequest) -> HttpResponse:
@@ -57,15 +65,97 @@ def dashboard_view(request: HttpRequest) -> HttpResponse:
         "tenant_loads": loads,
         "chart": runs_chart(runs_per_hour(user, now), now),
         "statuses": STATUS_COLOURS,
-        "failures": scope(TaskRun.objects.all(), user, "tenant")
-        .filter(status=TaskRun.Status.FAILED)
-        .select_related("task__integration", "tenant")
-        .order_by("-finished_at", "-id")[:10],
+        "failures": failure_groups(user, now),
+        "failure_days": FAILURE_WINDOW.days,
         "workers": workers(user),
         "tick": SchedulerTick.objects.order_by("-started_at").first(),
         "show_tick_figures": user.is_superuser,
     }
     return TemplateResponse(request, "admin/scheduler/dashboard.html", context)
+
+
+def error_summary_sql() -> Func:
+    """The summary of ``TaskRun.error``, computed by PostgreSQL: its first line, or, for a
+    text that starts with a traceback, the traceback's last unindented line (the exception
+    and its message), cut to :data:`SUMMARY_LENGTH` characters."""
+    first_line = Func(F("error"), Value("\n"), Value(1), function="split_part")
+    # In PostgreSQL's regular expressions, $ is the end of the text and . crosses newlines.
+    last_line = Func(F("error"), Value(r"\n(\S[^\n]*)\s*$"), function="substring")
+    summary = Case(
+        When(error__startswith=TRACEBACK_HEAD, then=Coalesce(last_line, first_line)),
+        default=first_line,
+        output_field=TextField(),
+    )
+    return Left(Trim(summary), SUMMARY_LENGTH)
+
+
+@dataclass(frozen=True)
+class FailureGroup:
+    """Failed runs of one task that failed the same way."""
+
+    task_id: int
+    task_name: str
+    integration: str
+    tenant_id: int
+    tenant: str
+    summary: str
+    count: int
+    first_seen: dt.datetime
+    last_seen: dt.datetime
+
+    @property
+    def runs_url(self) -> str:
+        """The TaskRun list, filtered to these runs (tenant, status, task name and error)."""
+        words = self.task_name
+        phrase = self.summary.split('"', 1)[0].strip()
+        if phrase:
+            words += f' "{phrase}"'
+        query = urlencode(
+            {"status__exact": "failed", "tenant__id__exact": self.tenant_id, "q": words}
+        )
+        return f"{reverse('admin:scheduler_taskrun_changelist')}?{query}"
+
+
+def failure_groups(
+    user: AccessUser, now: dt.datetime, limit: int = FAILURE_GROUPS
+) -> list[FailureGroup]:
+    """Failed runs of the user's tenants over :data:`FAILURE_WINDOW`, grouped by task and
+    error summary, the latest failing first; one query."""
+    seen = Coalesce("finished_at", "enqueued_at")
+    rows = (
+        scope(TaskRun.objects.all(), user, "tenant")
+        .annotate(seen=seen)
+        .filter(status=TaskRun.Status.FAILED, seen__gte=now - FAILURE_WINDOW)
+        .annotate(summary=error_summary_sql())
+        .values(
+            "task_id",
+            "task__name",
+            "task__integration__name",
+            "tenant_id",
+            "tenant__name",
+            "summary",
+        )
+        .annotate(
+            count=Count("id"),
+            first_seen=Min("seen"),
+            last_seen=Max("seen"),
+        )
+        .order_by("-last_seen", "task_id")[:limit]
+    )
+    return [
+        FailureGroup(
+            task_id=row["task_id"],
+            task_name=row["task__name"],
+            integration=row["task__integration__name"],
+            tenant_id=row["tenant_id"],
+            tenant=row["tenant__name"],
+            summary=row["summary"] or "",
+            count=row["count"],
+            first_seen=row["first_seen"],
+            last_seen=row["last_seen"],
+        )
+        for row in rows
+    ]
 
 
 def operator_contacts() -> list[str]:

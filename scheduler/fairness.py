@@ -18,7 +18,8 @@ out. So a tenant that was idle starts level with the job that runs next: its fir
 right after that one, before any equal-weight tenant's following job, and it neither gets a
 burst of jobs ahead (its old, low pass is raised to ``V``) nor waits behind others' backlogs. A
 tenant whose own backlog is ahead of ``V`` keeps its pass: its new jobs queue behind its
-backlog. Non-tenant jobs (queue ``scheduler``) keep priority 0 and so run before tenant jobs.
+backlog. Non-tenant jobs (queue ``scheduler``: the tick at 0, maintenance at -1) run before
+tenant jobs (priorities -1 and below, ties taken oldest first).
 
 **Concurrency limit.** A tenant with ``max_running = L`` gives its ``n``-th job
 (a per-tenant counter) the procrastinate lock ``tenant-<id>-slot-<n mod L>``; procrastinate
@@ -45,20 +46,14 @@ cancelled keeps the pass they advanced it to until ``V`` catches up. Shares hold
 tenants a worker serves: a worker of one tenant's queue serves that tenant alone.
 
 Defers of one tenant queue behind each other on its pass row until the deferring transaction
-commits (a tick's transaction is short). Every defer batch costs two statements here (a read
-of the highest pass and one upsert ``… RETURNING`` for all the batch's tenants), in the
-caller's transaction.
+commits (a tick's chunk is short). Placement adds nothing to the round trips of a defer: its
+CTEs (:data:`PLACEMENT_CTES`) join the statement that inserts the jobs
+(:mod:`scheduler.jobs`), in the caller's transaction.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Sequence
-from dataclasses import dataclass
-
 from django.db import connection
-
-from scheduler import sql
 
 #: A weight-1 tenant's stride; a tenant of weight w advances by STRIDE // w per job.
 STRIDE = 10_000
@@ -78,78 +73,62 @@ _VIRTUAL_TIME = f"""
         0)::bigint
 """
 
-_ADVANCE_SQL = f"""
-    WITH now_v AS (SELECT {_VIRTUAL_TIME} AS v),
+#: Common table expressions that place new tenant jobs. They read a CTE named ``wanted``
+#: (``ord``: the jobs' order, 1..n; ``tenant_id``) and define ``placed(ord, priority, lock,
+#: highest)``: each job's procrastinate priority and lock, and the highest pass handed out
+#: (see :func:`after_defer`). A tenant's jobs get consecutive passes in ``ord`` order. The
+#: pass upsert locks tenant rows in id order, so concurrent defers cannot deadlock on them.
+PLACEMENT_CTES = f"""
+    now_v AS (SELECT {_VIRTUAL_TIME} AS v),
+    counted AS (
+        SELECT w.ord, w.tenant_id,
+               row_number() OVER (PARTITION BY w.tenant_id ORDER BY w.ord) AS k,
+               count(*) OVER (PARTITION BY w.tenant_id) AS n
+          FROM wanted w
+    ),
     want AS (
-        SELECT w.tenant_id, w.n, GREATEST(%(stride)s / COALESCE(t.weight, 1), 1)::bigint AS stride,
-               t.max_running
-          FROM jsonb_to_recordset(%(rows)s::jsonb) AS w(tenant_id bigint, n bigint)
-          LEFT JOIN tenants_tenant t ON t.id = w.tenant_id
+        SELECT c.tenant_id, max(c.n) AS n,
+               GREATEST({STRIDE} / COALESCE(max(t.weight), 1), 1)::bigint AS stride,
+               max(t.max_running) AS max_running
+          FROM counted c LEFT JOIN tenants_tenant t ON t.id = c.tenant_id
+         GROUP BY c.tenant_id
     ),
     moved AS (
         INSERT INTO scheduler_tenantpass AS p (tenant_id, pass, seq)
-        SELECT want.tenant_id, now_v.v + want.n * want.stride, want.n FROM want, now_v
+        SELECT want.tenant_id, now_v.v + want.n * want.stride, want.n
+          FROM want, now_v
+         ORDER BY want.tenant_id
         ON CONFLICT (tenant_id) DO UPDATE
            SET pass = GREATEST(p.pass - (SELECT v FROM now_v), 0) + EXCLUDED.pass,
                seq = p.seq + EXCLUDED.seq
         RETURNING p.tenant_id, p.pass, p.seq
+    ),
+    placed AS (
+        SELECT c.ord,
+               GREATEST(-(m.pass - (c.n - c.k) * want.stride), {INT4_MIN})::int AS priority,
+               CASE WHEN want.max_running > 0
+                    THEN 'tenant-' || c.tenant_id || '-slot-'
+                         || ((m.seq - c.n + c.k - 1) %% want.max_running)
+               END AS lock,
+               m.pass AS highest
+          FROM counted c
+          JOIN moved m USING (tenant_id)
+          JOIN want USING (tenant_id)
     )
-    SELECT moved.tenant_id, moved.pass, moved.seq, want.n, want.stride, want.max_running
-      FROM moved JOIN want USING (tenant_id)
 """
 
 
-@dataclass(frozen=True)
-class Slot:
-    """Where one job stands: its pass, the priority and lock procrastinate gets."""
-
-    tenant_id: int
-    pass_: int
-    lock: str | None
-
-    @property
-    def priority(self) -> int:
-        return max(-self.pass_, INT4_MIN)
-
-
-def slot_lock(tenant_id: int, seq: int, max_running: int | None) -> str | None:
-    """The lock of a tenant's ``seq``-th job: one of ``max_running`` slots, or none."""
-    if not max_running:
-        return None
-    return f"tenant-{tenant_id}-slot-{seq % max_running}"
-
-
-def assign(tenant_ids: Sequence[int]) -> list[Slot]:
-    """One Slot per new job, in order, for jobs of these tenants (a tenant id per job; a
-    tenant's jobs get increasing passes in the order given). In the caller's transaction."""
-    if not tenant_ids:
-        return []
-    counts: dict[int, int] = defaultdict(int)
-    for tenant_id in tenant_ids:
-        counts[tenant_id] += 1
+def after_defer(highest: int | None) -> None:
+    """Rebase when a defer handed out a pass past ``REBASE_AT`` (see :func:`rebase`); in
+    the defer's transaction, so its own jobs are shifted with the others."""
+    if highest is None or highest <= REBASE_AT:
+        return
+    # Only then is V worth reading (without the table lock rebase() takes).
     with connection.cursor() as cursor:
-        cursor.execute("SELECT max(pass) FROM scheduler_tenantpass")
-        (highest,) = cursor.fetchone()
-        # Only then is V worth reading; rebase() reads both again under its lock.
-        if highest is not None and highest > REBASE_AT:
-            cursor.execute(f"SELECT {_VIRTUAL_TIME}")
-            (virtual,) = cursor.fetchone()
-            if virtual >= REBASE_AT // 2:
-                rebase()
-    # Tenant rows are locked in id order, so concurrent defers cannot deadlock on them.
-    rows = sql.json_rows({"tenant_id": t, "n": n} for t, n in sorted(counts.items()))
-    with connection.cursor() as cursor:
-        cursor.execute(_ADVANCE_SQL, {"stride": STRIDE, "rows": rows})
-        state = {row[0]: row[1:] for row in cursor.fetchall()}
-    used: dict[int, int] = defaultdict(int)
-    slots = []
-    for tenant_id in tenant_ids:
-        last_pass, last_seq, n, stride, max_running = state[tenant_id]
-        j = used[tenant_id]
-        used[tenant_id] += 1
-        pass_ = last_pass - (n - 1 - j) * stride
-        slots.append(Slot(tenant_id, pass_, slot_lock(tenant_id, last_seq - n + j, max_running)))
-    return slots
+        cursor.execute(f"SELECT {_VIRTUAL_TIME}")
+        (virtual,) = cursor.fetchone()
+    if virtual >= REBASE_AT // 2:
+        rebase()
 
 
 _REBASE_PASSES_SQL = "UPDATE scheduler_tenantpass SET pass = GREATEST(pass - %s, 0)"

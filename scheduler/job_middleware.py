@@ -14,53 +14,86 @@ every Locker value of the job's tenant is masked in it, in place in the exceptio
 procrastinate's own log line of the failure (written after this middleware returns) shows
 the masked text; the values are remembered so the log filter masks them in any line.
 
+An expected failure (``IntegrationError``: missing token, rejected token, bad config;
+``RetryLater``: a rate limit) says all there is to say in its message, and it may recur every
+tick: it is logged here as one WARNING line, under the job's tenant, Task, job and attempt,
+and procrastinate's own record of it, with a traceback of our call stack, is dropped (see
+:mod:`scheduler.logcontext`). Any other failure is a bug to read in full: procrastinate logs
+it once, with its traceback.
+
 Settings import this module before Django's app registry is ready: what needs models is
 imported when a job runs.
 """
 
 from __future__ import annotations
 
+import logging
 import traceback
 from typing import Any
 
 from procrastinate import JobContext
 
 from integrations.base import redact
-from scheduler.logcontext import job_context
+from integrations.base.errors import IntegrationError, RetryLater
+from scheduler.logcontext import job_context, mark_reported
+
+logger = logging.getLogger(__name__)
+
+#: Failures integration code raises on purpose, with a message saying what to do: logged as
+#: one WARNING line, without a traceback (which would only show our own call stack).
+EXPECTED_FAILURES = (IntegrationError, RetryLater)
+#: An expected failure's line is cut to this many characters.
+LOG_LINE_LIMIT = 1000
 
 
 def record_run(call_next: Any, context: JobContext, worker: Any) -> Any:
     job = context.job
     if "task_id" not in job.task_kwargs:
         return call_next()
-    try:
-        with job_context(
-            tenant=job.queue,
-            task=job.task_kwargs.get("task_id"),
-            job=job.id,
-            attempt=job.attempts + 1,
-        ):
+    with job_context(
+        tenant=job.queue,
+        task=job.task_kwargs.get("task_id"),
+        job=job.id,
+        attempt=job.attempts + 1,
+    ):
+        try:
             return call_next()
-    except BaseException as exc:
-        from scheduler import run_records
+        except BaseException as exc:
+            replacement = _record_failure(exc, context)
+            if replacement is None:
+                raise
+            raise replacement from None
 
-        strategy = context.task.retry_strategy if context.task else None
-        retrying = strategy is not None and strategy.get_retry_exception(exc, job) is not None
-        secrets = _job_secrets(job)
-        clean = redact.scrub_exception(exc, secrets)
-        summary = redact.redact(f"{type(exc).__name__}: {exc}", secrets)
-        trace = redact.redact("".join(traceback.format_exception(exc)), secrets)
-        run_records.record_failure(
-            job.id,
-            outcome="retry" if retrying else "failed",
-            summary=summary,
-            error=f"{summary}\n\n{trace}",
-        )
-        if not clean and isinstance(exc, Exception):
-            # Its text would not come clean: what travels on (to procrastinate's log and
-            # retry decision) is a plain error with the masked text, retried by the policy.
-            raise redact.RedactedError(summary) from None
-        raise
+
+def _record_failure(exc: BaseException, context: JobContext) -> BaseException | None:
+    """Store the masked failure on the job's TaskRun and log an expected one in one line.
+    Returns the exception to raise instead of ``exc``, if its text would not come clean."""
+    from scheduler import run_records
+
+    job = context.job
+    strategy = context.task.retry_strategy if context.task else None
+    retrying = strategy is not None and strategy.get_retry_exception(exc, job) is not None
+    secrets = _job_secrets(job)
+    clean = redact.scrub_exception(exc, secrets)
+    summary = redact.redact(f"{type(exc).__name__}: {exc}", secrets)
+    trace = redact.redact("".join(traceback.format_exception(exc)), secrets)
+    run_records.record_failure(
+        job.id,
+        outcome="retry" if retrying else "failed",
+        summary=summary,
+        error=f"{summary}\n\n{trace}",
+    )
+    replacement = None
+    if not clean and isinstance(exc, Exception):
+        # Its text would not come clean: what travels on (to procrastinate's log and
+        # retry decision) is a plain error with the masked text, retried by the policy.
+        replacement = redact.RedactedError(summary)
+    if isinstance(exc, EXPECTED_FAILURES):
+        outcome = "will be retried" if retrying else "failed"
+        line = redact.excerpt(summary, limit=LOG_LINE_LIMIT)
+        logger.warning("%s %s: %s", job.task_name, outcome, line)
+        mark_reported(replacement or exc)
+    return replacement
 
 
 def _job_secrets(job: Any) -> list[str]:

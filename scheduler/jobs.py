@@ -1,9 +1,12 @@
 """Where Metronome touches procrastinate's tables: every query on them is in this module,
 but for the job priorities of fair sharing (``scheduler.fairness``, which shifts them when
-it rebases and reads the next job's priority).
+it rebases and reads the next job's priority) and the retention purge's reads
+(``scheduler.retention``: whether a tick waits or runs, whether a run's job still exists).
 
-- Jobs are deferred and cancelled through procrastinate's public ``JobManager`` on a
-  ``DjangoConnector``, that is on Django's own connection, so they commit or roll back with
+- Jobs are deferred through procrastinate's versioned SQL function
+  (``procrastinate_defer_jobs_v1``, the one its own ``JobManager`` calls), with rows built in
+  the database from one JSON document, and cancelled through its public ``JobManager`` on a
+  ``DjangoConnector``: both on Django's own connection, so they commit or roll back with
   the ORM writes around them, in the web process and inside workers alike. (Inside a
   worker, ``app.job_manager`` runs on the worker's own connection pool, outside the
   caller's transaction: the tick, which runs in a worker, must not use it.)
@@ -26,14 +29,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import Count, Max, Q, QuerySet
 from procrastinate.contrib.django import django_connector
 from procrastinate.contrib.django.models import ProcrastinateJob, ProcrastinateWorker
+from procrastinate.exceptions import AlreadyEnqueued
 from procrastinate.jobs import Job
 from procrastinate.manager import JobManager
 
-from scheduler import fairness
+from scheduler import fairness, sql
 from scheduler.models import TaskRun, WorkerInfo
 from scheduler.planner import RunToDefer
 from scheduler.queues import SCHEDULER_QUEUE
@@ -47,58 +51,128 @@ def job_manager() -> JobManager:
     return JobManager(django_connector.DjangoConnector(alias=alias))
 
 
-def job_for(run: RunToDefer, slot: fairness.Slot | None = None) -> Job:
-    """The job of a run, with its fair-share priority and lock (:mod:`scheduler.fairness`)."""
-    return Job(
-        id=None,
-        queue=queue_for(run.tenant_id),
-        lock=slot.lock if slot else None,
-        queueing_lock=None,
-        priority=slot.priority if slot else 0,
-        task_name=run.procrastinate_task,
-        task_kwargs={
-            "task_id": run.task_id,
-            "scheduled_for": run.scheduled_for.isoformat(),
-            "integration_id": run.integration_id,
-            "kwargs": run.kwargs,
-            "retry": run.retry,
-        },
+#: The jobs to defer, one JSON object each (see :func:`job_rows`); ``ord`` is 1..n.
+_WANTED_CTE = """
+    wanted AS (
+        SELECT * FROM jsonb_to_recordset(%(jobs)s::jsonb)
+            AS w(ord bigint, tenant_id bigint, queue_name text, task_name text, args jsonb,
+                 task_id bigint, scheduled_for timestamptz, manual boolean)
+    )
+"""
+
+#: The jobs themselves, built in the database (no client-side composite values) and
+#: inserted by procrastinate's versioned SQL API; ``deferred(ord, job_id)``.
+#: ``procrastinate_defer_jobs_v1`` returns the ids in the order of its array.
+_DEFERRED_CTE = """
+    deferred AS (
+        SELECT d.ord, d.job_id
+          FROM unnest(procrastinate_defer_jobs_v1(ARRAY(
+                   SELECT ROW(w.queue_name, w.task_name, p.priority, p.lock, NULL, w.args,
+                              NULL)::procrastinate_job_to_defer_v1
+                     FROM wanted w JOIN placed p USING (ord)
+                    ORDER BY w.ord
+               ))) WITH ORDINALITY AS d(job_id, ord)
+    )
+"""
+
+
+def fair_defer_sql(tail: str) -> str:
+    """A statement that defers the jobs of the ``%(jobs)s`` parameter (:func:`job_rows`),
+    each with its fair-share priority and lock (:data:`scheduler.fairness.PLACEMENT_CTES`),
+    then runs ``tail``: more CTEs (each starting with a comma) and the final statement,
+    which may read ``wanted``, ``placed`` and ``deferred``. One round trip in all."""
+    return f"WITH {_WANTED_CTE}, {fairness.PLACEMENT_CTES}, {_DEFERRED_CTE} {tail}"
+
+
+def job_rows(jobs: Iterable[tuple[int, str, dict[str, Any]]]) -> str:
+    """The ``%(jobs)s`` parameter of :func:`fair_defer_sql`: (tenant id, procrastinate task,
+    its kwargs) per job, in order."""
+    return sql.json_rows(
+        {
+            "ord": ord_,
+            "tenant_id": tenant_id,
+            "queue_name": queue_for(tenant_id),
+            "task_name": task_name,
+            "args": args,
+        }
+        for ord_, (tenant_id, task_name, args) in enumerate(jobs, start=1)
     )
 
 
-def fair_slots(runs: Sequence[RunToDefer]) -> list[fairness.Slot]:
-    """Each run's Slot; a tenant's runs get increasing passes in ``scheduled_for`` order."""
-    order = sorted(range(len(runs)), key=lambda i: runs[i].scheduled_for)
-    slots = fairness.assign([runs[i].tenant_id for i in order])
-    by_run = dict(zip(order, slots, strict=True))
-    return [by_run[i] for i in range(len(runs))]
+def run_rows(runs: Sequence[RunToDefer]) -> str:
+    """The ``%(jobs)s`` parameter of :func:`fair_defer_sql` for the jobs of these runs, in
+    order, with each run's own columns (``task_id``, ``scheduled_for``, ``manual``).
+
+    A run's job gets as arguments its Task, intended time (ISO 8601), integration, the
+    Task's kwargs and its retry policy (what ``integrations.base.tasks`` reads)."""
+    rows = []
+    for ord_, run in enumerate(runs, start=1):
+        when = run.scheduled_for.isoformat()
+        rows.append(
+            {
+                "ord": ord_,
+                "tenant_id": run.tenant_id,
+                "queue_name": queue_for(run.tenant_id),
+                "task_name": run.procrastinate_task,
+                "args": {
+                    "task_id": run.task_id,
+                    "scheduled_for": when,
+                    "integration_id": run.integration_id,
+                    "kwargs": run.kwargs,
+                    "retry": run.retry,
+                },
+                "task_id": run.task_id,
+                "scheduled_for": when,
+                "manual": run.manual,
+            }
+        )
+    return sql.json_rows(rows)
 
 
-def defer_jobs(runs: Sequence[RunToDefer]) -> list[int]:
-    """Insert one job per run, in the caller's transaction; the job ids, in order."""
-    if not runs:
+_DEFER_SQL = fair_defer_sql(
+    "SELECT job_id, (SELECT max(highest) FROM placed) FROM deferred ORDER BY ord"
+)
+
+
+def defer_for_tenants(jobs: Sequence[tuple[int, str, dict[str, Any]]]) -> list[int]:
+    """Defer jobs given as (tenant id, procrastinate task, kwargs), each into its tenant's
+    queue with its fair-share priority and lock (a tenant's jobs in the order given), on
+    Django's connection (in the caller's transaction, if any); their ids, in order."""
+    if not jobs:
         return []
-    jobs = [job_for(run, slot) for run, slot in zip(runs, fair_slots(runs), strict=True)]
-    deferred = job_manager().batch_defer_jobs(jobs)
-    return [job.id for job in deferred if job.id is not None]  # procrastinate sets every id
+    with connection.cursor() as cursor:
+        cursor.execute(_DEFER_SQL, {"jobs": job_rows(jobs)})
+        found = cursor.fetchall()
+    fairness.after_defer(max(highest for _, highest in found))
+    return [job_id for job_id, _ in found]
 
 
 def defer_for_tenant(tenant_id: int, task_name: str, task_kwargs: dict[str, Any]) -> int:
-    """Defer one job of ``task_name`` into the tenant's queue with its fair-share priority
-    and lock, on Django's connection (in the caller's transaction, if any); its id."""
-    (slot,) = fairness.assign([tenant_id])
-    job = Job(
-        id=None,
-        queue=queue_for(tenant_id),
-        lock=slot.lock,
-        queueing_lock=None,
-        priority=slot.priority,
-        task_name=task_name,
-        task_kwargs=task_kwargs,
-    )
-    (deferred,) = job_manager().batch_defer_jobs([job])
-    assert deferred.id is not None  # procrastinate sets it
-    return deferred.id
+    """:func:`defer_for_tenants` of one job; its id."""
+    (job_id,) = defer_for_tenants([(tenant_id, task_name, task_kwargs)])
+    return job_id
+
+
+# procrastinate's retry counts an attempt (``attempts + 1``), right for a job whose worker
+# gave up mid-run, wrong for a failed job, whose attempt its finish already counted: the next
+# run would be numbered one too high (1, 3). This takes the extra count back.
+_UNCOUNT_RETRY_SQL = """
+    UPDATE procrastinate_jobs SET attempts = attempts - 1
+     WHERE id = %s AND status = 'todo' AND attempts > 0
+"""
+
+
+def retry_failed_job(job_id: int, when: dt.datetime) -> None:
+    """Put a failed job back to ``todo`` to run at ``when``, keeping its count of attempts.
+
+    Its next attempt is numbered one more than the last (in the job list and in its TaskRun's
+    attempt log, which the status trigger numbers from the job's count). Both statements run
+    in one transaction on Django's connection, so no worker takes the job in between.
+    """
+    with transaction.atomic():
+        job_manager().retry_job_by_id(job_id, retry_at=when)  # its TaskRun follows
+        with connection.cursor() as cursor:
+            cursor.execute(_UNCOUNT_RETRY_SQL, [job_id])
 
 
 def cancel_jobs(job_ids: Iterable[int]) -> int:
@@ -150,6 +224,34 @@ def scheduler_worker_heartbeat() -> dt.datetime | None:
     serving = WorkerInfo.objects.filter(Q(queues__isnull=True) | Q(queues__has_key=SCHEDULER_QUEUE))
     found = ProcrastinateWorker.objects.filter(id__in=serving.values("id"))
     return found.aggregate(latest=Max("last_heartbeat"))["latest"]
+
+
+def live_scheduler_workers(since: dt.datetime) -> int:
+    """How many workers serving queue ``scheduler`` (all-queue ones included) sent a
+    heartbeat since ``since``."""
+    serving = WorkerInfo.objects.filter(Q(queues__isnull=True) | Q(queues__has_key=SCHEDULER_QUEUE))
+    return ProcrastinateWorker.objects.filter(
+        id__in=serving.values("id"), last_heartbeat__gte=since
+    ).count()
+
+
+def defer_scheduler_job(task_name: str, task_kwargs: dict[str, Any], queueing_lock: str) -> bool:
+    """Defer a job of ``task_name`` on queue ``scheduler``, on Django's connection, unless a
+    job with this ``queueing_lock`` already waits; whether it was deferred."""
+    job = Job(
+        id=None,
+        queue=SCHEDULER_QUEUE,
+        lock=None,
+        queueing_lock=queueing_lock,
+        priority=0,
+        task_name=task_name,
+        task_kwargs=task_kwargs,
+    )
+    try:
+        job_manager().defer_job(job)
+    except AlreadyEnqueued:
+        return False
+    return True
 
 
 _FORGET_PRUNED_WORKERS_SQL = """

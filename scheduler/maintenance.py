@@ -1,8 +1,12 @@
-"""The maintenance job: retries jobs of dead workers and purges old finished jobs.
+"""The maintenance job: retries jobs of dead workers and purges old history.
 
 procrastinate detects stalled jobs (their worker stopped sending heartbeats) but does not
-retry them; this job, on queue ``scheduler``, does, and it deletes finished jobs past
-their retention. TaskRun rows keep the history either way.
+retry them; this job, on queue ``scheduler``, does. It deletes finished jobs past
+``JOB_RETENTION_HOURS`` (their TaskRuns keep the history), then finished TaskRuns past
+``TASKRUN_RETENTION_DAYS`` (:mod:`scheduler.retention`) and audit entries past
+``AUDIT_RETENTION_DAYS`` (:mod:`audit.retention`), in short batches within one time budget,
+ending when a tick waits and pausing while one runs on another worker. It has a lower
+priority than the tick, so that a tick deferred at the same moment goes first.
 """
 
 from __future__ import annotations
@@ -15,12 +19,25 @@ from django.db import connection
 from procrastinate import JobContext
 from procrastinate.contrib.django import app
 
+from audit.retention import purge_audit_entries
 from scheduler.queues import SCHEDULER_QUEUE
+from scheduler.retention import (
+    MAINTENANCE_TASK,
+    Pacing,
+    purge_task_runs,
+    tick_running,
+    tick_waiting,
+)
 from scheduler.run_records import mark_stalled
+
+#: Below the tick's (procrastinate's default, 0): when both wait, the tick is taken first.
+#: Tenant jobs get -1 and below (scheduler.fairness): a worker serving every queue still
+#: takes this job before all but those few.
+PRIORITY = -1
 
 
 @app.periodic(cron="* * * * *", periodic_id="metronome-maintenance")
-@app.task(name="metronome.maintenance", queue=SCHEDULER_QUEUE, pass_context=True)
+@app.task(name=MAINTENANCE_TASK, queue=SCHEDULER_QUEUE, pass_context=True, priority=PRIORITY)
 async def maintenance(context: JobContext, timestamp: int) -> dict[str, int]:
     manager = context.app.job_manager
     stalled = list(
@@ -35,7 +52,24 @@ async def maintenance(context: JobContext, timestamp: int) -> dict[str, int]:
         include_cancelled=True,
         include_aborted=True,
     )
-    return {"stalled_retried": len(stalled)}
+    purged = await sync_to_async(_purge_history, thread_sensitive=False)()
+    return {"stalled_retried": len(stalled), **purged}
+
+
+def purge_history(now: dt.datetime | None = None, pacing: Pacing | None = None) -> dict[str, int]:
+    """Old TaskRuns, then old audit entries, within one budget (by default the settings',
+    making way for any tick); how many rows of each were deleted."""
+    pacing = pacing or Pacing.from_settings(stop_if=tick_waiting, pause_while=tick_running)
+    runs = purge_task_runs(now, pacing=pacing)
+    entries = purge_audit_entries(now, pacing=pacing)
+    return {"task_runs_purged": runs.deleted, "audit_entries_purged": entries.deleted}
+
+
+def _purge_history() -> dict[str, int]:
+    try:
+        return purge_history()
+    finally:
+        connection.close()  # a pool thread: do not leave its connection behind
 
 
 def _mark_stalled(job_id: int | None) -> None:

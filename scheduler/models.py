@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Collection
+import json
+from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import Any, ClassVar
 
-from django.core.exceptions import ValidationError
+from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
+from django.db.models import BaseConstraint
+from django.db.models.functions import MD5, Cast
 from django.utils import timezone
 
 from integrations.models import CheckedQuerySet, Integration
@@ -28,12 +31,42 @@ SCHEDULER_FIELDS = (
     "plan_error_at",
 )
 
+#: The database constraint refusing a second Task with the same integration, name, cron, time
+#: zone and kwargs (it would run the same job twice per tick). ``Task.clean()`` checks it first
+#: and names the existing Task; the constraint stops what validation cannot see (two
+#: concurrent saves). The kwargs go in as a hash: a btree row holds at most 2.7 kB.
+IDENTICAL_TASK_CONSTRAINT = "unique_task_schedule"
+
 
 # django-stubs gives every QuerySet subclass its own as_manager: two such bases always clash.
 class TaskQuerySet(CheckedQuerySet, PausableQuerySet):  # type: ignore[override]
     """Tasks; ``update(cron=...)`` and bulk writes refuse an invalid cron."""
 
     checked_fields: ClassVar[dict[str, Callable[[Any], object]]] = {"cron": validate_cron}
+
+    def bulk_create(self, objs: Iterable[Any], *args: Any, **kwargs: Any) -> list[Any]:
+        objs = list(objs)
+        assign_tenant_ranks(objs)
+        return super().bulk_create(objs, *args, **kwargs)
+
+
+def assign_tenant_ranks(tasks: Iterable[Task]) -> None:
+    """Give each new Task without one the next ``tenant_rank`` of its tenant (one query).
+    Two Tasks created at once may share a rank: ranks order, they need not be unique."""
+    new = [task for task in tasks if not task.tenant_rank and task.tenant_id is not None]
+    if not new:
+        return
+    tenant_ids = {task.tenant_id for task in new}
+    highest = dict(
+        Task.objects.filter(tenant_id__in=tenant_ids)
+        .order_by()
+        .values("tenant_id")
+        .annotate(rank=models.Max("tenant_rank"))
+        .values_list("tenant_id", "rank")
+    )
+    for task in new:
+        highest[task.tenant_id] = highest.get(task.tenant_id, 0) + 1
+        task.tenant_rank = highest[task.tenant_id]
 
 
 class Task(Pausable):
@@ -106,6 +139,13 @@ class Task(Pausable):
     )
 
     next_run_at = models.DateTimeField(null=True, blank=True, editable=False)
+    tenant_rank = models.PositiveIntegerField(
+        default=0,
+        editable=False,
+        help_text="This task's place among its tenant's tasks (1 for the first created): "
+        "when many tasks are due at one instant the scheduler takes them rank by rank, "
+        "every tenant's first task before any tenant's second.",
+    )
     last_run_at = models.DateTimeField(
         null=True, blank=True, editable=False, help_text="Intended time of the latest run."
     )
@@ -135,11 +175,22 @@ class Task(Pausable):
     class Meta:
         ordering = ["tenant", "integration", "name", "id"]
         indexes = [
-            # The scheduler tick's main query: enabled tasks due now.
+            # The scheduler tick's main query: enabled tasks due now, in chunks, rank by
+            # rank (tenant_rank), so that no chunk holds one tenant's whole list.
             models.Index(
-                fields=["next_run_at"],
+                fields=["next_run_at", "tenant_rank", "tenant", "id"],
                 condition=models.Q(enabled=True),
                 name="task_due_idx",
+            ),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                models.F("integration"),
+                models.F("name"),
+                models.F("cron"),
+                models.F("timezone"),
+                MD5(Cast("kwargs", models.TextField())),
+                name=IDENTICAL_TASK_CONSTRAINT,
             ),
         ]
 
@@ -150,13 +201,15 @@ class Task(Pausable):
         if kwargs.get("update_fields") is None or "cron" in kwargs["update_fields"]:
             TaskQuerySet.check_value("cron", self.cron)  # same error as full_clean
         integration = self._integration_or_none()
-        if integration is None:
-            raise ValidationError({"integration": "A task needs an integration."})
+        if integration is None or integration.pk is None:
+            raise ValidationError({"integration": "A task needs a saved integration."})
         if self.tenant_id is None:
             self.tenant_id = integration.tenant_id
         if self.tenant_id != integration.tenant_id:
             raise ValidationError({"tenant": "A task always belongs to its integration's tenant."})
         update_fields = kwargs.get("update_fields")
+        if self._state.adding:
+            assign_tenant_ranks([self])
         if self._schedule_changed():
             self.schedule_next(now or timezone.now())
             if update_fields is not None:
@@ -221,6 +274,14 @@ class Task(Pausable):
                 spec.validate_kwargs(self.kwargs)
             except ValidationError as exc:
                 errors.setdefault("kwargs", []).extend(exc.messages)
+            identical = self.identical_error()
+            if identical is not None:
+                errors.setdefault(NON_FIELD_ERRORS, []).extend(identical.messages)
+        if self.timezone is None:
+            errors.setdefault("timezone", []).append(
+                "The time zone cannot be None: give an IANA zone such as 'Europe/Berlin', or "
+                "'' for the tenant's zone."
+            )
         if self.catchup_window is not None and self.catchup_window <= dt.timedelta(0):
             errors.setdefault("catchup_window", []).append(
                 "The catch-up window must be a positive duration, e.g. 24:00:00."
@@ -232,8 +293,46 @@ class Task(Pausable):
         if errors:
             raise ValidationError(errors)
 
+    def identical(self) -> Task | None:
+        """The saved Task, other than this one, with the same integration, name, cron, time
+        zone and kwargs (compared as JSON values, so key order does not matter), if any."""
+        if self.integration_id is None or not isinstance(self.kwargs, dict):
+            return None
+        try:
+            json.dumps(self.kwargs)
+        except (TypeError, ValueError):
+            return None  # not JSON: the kwargs field's own check says so
+        same = Task.objects.filter(
+            integration_id=self.integration_id,
+            name=self.name,
+            cron=self.cron,
+            timezone=self.timezone,
+            kwargs=self.kwargs,
+        )
+        if self.pk is not None:
+            same = same.exclude(pk=self.pk)
+        return same.order_by("pk").first()
+
+    def identical_error(self) -> ValidationError | None:
+        """The error refusing this Task when :meth:`identical` finds one, else None."""
+        existing = self.identical()
+        if existing is None:
+            return None
+        message = identical_task_message(existing)
+        return ValidationError({NON_FIELD_ERRORS: [ValidationError(message, code="identical")]})
+
+    def get_constraints(self) -> list[tuple[type[models.Model], Sequence[BaseConstraint]]]:
+        """Django's constraint checks, without the identical-task one: ``clean()`` checks
+        that with a message naming the existing Task instead of a generic one."""
+        return [
+            (model, [c for c in constraints if c.name != IDENTICAL_TASK_CONSTRAINT])
+            for model, constraints in super().get_constraints()
+        ]
+
     def _integration_or_none(self) -> Integration | None:
-        if self.integration_id is None:
+        """The integration, also one assigned but not saved yet (``add_task`` validates the
+        Task of a new integration before saving either)."""
+        if self.integration_id is None and not Task.integration.is_cached(self):
             return None
         return self.integration
 
@@ -250,6 +349,18 @@ class Task(Pausable):
             "max_attempts": self.max_attempts,
             "backoff_seconds": self.retry_backoff.total_seconds(),
         }
+
+
+def identical_task_message(existing: Task) -> str:
+    """Why a Task is refused when ``existing`` already schedules the same job, and what to do."""
+    return (
+        f"This integration already has an identical task: task {existing.pk}, "
+        f"{existing.name} with cron '{existing.cron}', time zone "
+        f"{existing.timezone or 'of the tenant'} and kwargs {json.dumps(existing.kwargs)}. "
+        "A second one would run the same job twice. Use that task (in the shell, "
+        "integration.get_or_add_task(name, cron, ...) returns it), or give this one a "
+        "different cron, time zone or kwargs."
+    )
 
 
 class TaskRun(models.Model):
@@ -272,8 +383,12 @@ class TaskRun(models.Model):
 
     ACTIVE = (Status.TODO, Status.DOING)
 
-    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="runs")
-    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="task_runs")
+    # No index of their own: unique_run_per_tick (task, scheduled_for) and the (tenant,
+    # status) index lead with them, and every index costs each run's insert.
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="runs", db_index=False)
+    tenant = models.ForeignKey(
+        Tenant, on_delete=models.CASCADE, related_name="task_runs", db_index=False
+    )
     scheduled_for = models.DateTimeField(help_text="The tick this run is for.")
     manual = models.BooleanField(default=False, help_text="Started with 'run now'.")
     job_id = models.BigIntegerField(

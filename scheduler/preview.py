@@ -36,7 +36,12 @@ def cron_warnings(cron: str) -> list[str]:
 def cron_preview(
     cron: str, zone: str, now: dt.datetime | None = None, count: int = 5
 ) -> dict[str, Any]:
-    """What the Task form shows beside the cron field, as JSON-ready data."""
+    """What the Task form shows beside the cron field, as JSON-ready data.
+
+    ``{"ok": False, "error": ...}`` for an invalid expression or zone; else the plain
+    language ``description``, the ``next`` ``count`` runs in the zone and in UTC, and
+    ``same_as_utc`` when both columns would read the same.
+    """
     try:
         validate_cron(cron)
         validate_time_zone(zone)
@@ -44,16 +49,19 @@ def cron_preview(
         return {"ok": False, "error": " ".join(exc.messages), "warnings": []}
     tz = get_zone(zone)
     fires = next_fires(cron, now or timezone.now(), zone, count)
+    runs = [
+        {
+            "local": f.astimezone(tz).strftime("%Y-%m-%d %H:%M:%S %Z"),
+            "utc": f.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
+        }
+        for f in fires
+    ]
     return {
         "ok": True,
         "description": describe(cron),
         "zone": zone,
         "warnings": cron_warnings(cron),
-        "next": [
-            {
-                "local": f.astimezone(tz).strftime("%Y-%m-%d %H:%M:%S %Z"),
-                "utc": f.strftime("%Y-%m-%d %H:%M:%S UTC"),
-            }
-            for f in fires
-        ],
+        "next": runs,
+        # The zone's times read exactly as UTC's (UTC, Etc/UTC): one column says it all.
+        "same_as_utc": all(run["local"] == run["utc"] for run in runs),
     }

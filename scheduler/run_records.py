@@ -32,7 +32,7 @@ from django.db import connection, connections
 from django.db.migrations.recorder import MigrationRecorder
 from django.utils import timezone
 
-from scheduler import jobs, sql
+from scheduler import fairness, jobs, sql
 from scheduler.models import TaskRun
 from scheduler.planner import RunToDefer
 
@@ -92,39 +92,40 @@ def active_runs(task_ids: Sequence[int]) -> ActiveRuns:
 
 # ----------------------------------------------------------------------------- writes
 
-_INSERT_RUNS_SQL = """
-    INSERT INTO scheduler_taskrun (task_id, tenant_id, scheduled_for, manual, job_id,
-                                   status, attempts, attempt_log, enqueued_at, error)
-    SELECT v.task_id, v.tenant_id, v.scheduled_for, v.manual, v.job_id,
-           'todo', 0, '[]'::jsonb, now(), ''
-      FROM jsonb_to_recordset(%s::jsonb)
-           AS v(task_id bigint, tenant_id bigint, scheduled_for timestamptz, manual boolean,
-                job_id bigint)
-    RETURNING id
-"""
+_DEFER_RUNS_SQL = jobs.fair_defer_sql("""
+    , runs AS (
+        INSERT INTO scheduler_taskrun (task_id, tenant_id, scheduled_for, manual, job_id,
+                                       status, attempts, attempt_log, enqueued_at, error)
+        SELECT w.task_id, w.tenant_id, w.scheduled_for, w.manual, d.job_id,
+               'todo', 0, '[]'::jsonb, now(), ''
+          FROM wanted w JOIN deferred d USING (ord)
+         ORDER BY w.ord
+        RETURNING id, job_id
+    )
+    SELECT runs.id, (SELECT max(highest) FROM placed) FROM runs ORDER BY runs.job_id
+""")
 
 
 def defer_runs(runs: Sequence[RunToDefer]) -> list[int]:
-    """Insert one job per run and its TaskRun, in the caller's transaction; TaskRun ids.
+    """Insert one job per run and its TaskRun, in the caller's transaction, in one statement;
+    their TaskRun ids, in order. Jobs take their passes in ``scheduled_for`` order, so a
+    Task's runs keep their order.
 
     A unique constraint on (task, scheduled_for) refuses a second run for a tick, whatever
     the caller checked before."""
     if not runs:
         return []
-    job_ids = jobs.defer_jobs(runs)
-    rows = (
-        {
-            "task_id": run.task_id,
-            "tenant_id": run.tenant_id,
-            "scheduled_for": run.scheduled_for,
-            "manual": run.manual,
-            "job_id": job_id,
-        }
-        for run, job_id in zip(runs, job_ids, strict=True)
-    )
+    order = sorted(range(len(runs)), key=lambda i: runs[i].scheduled_for)
+    ordered = [runs[i] for i in order]
+    rows = jobs.run_rows(ordered)
     with connection.cursor() as cursor:
-        cursor.execute(_INSERT_RUNS_SQL, [sql.json_rows(rows)])
-        return [row[0] for row in cursor.fetchall()]
+        cursor.execute(_DEFER_RUNS_SQL, {"jobs": rows})
+        found = cursor.fetchall()  # in job order, that is in ``ordered``'s order
+    fairness.after_defer(max(highest for _, highest in found))
+    run_ids = [0] * len(runs)
+    for i, (run_id, _) in zip(order, found, strict=True):
+        run_ids[i] = run_id
+    return run_ids
 
 
 _SETTLE_SQL = """

@@ -1,19 +1,22 @@
 """One scheduler tick: turn every due Task into jobs on its tenant's queue.
 
-A tick reads, then plans, then writes, in one transaction on Django's connection:
+A tick takes the due Tasks in chunks (setting ``SCHEDULER_CHUNK_SIZE``); for each chunk it
+reads, then plans, then writes, in one transaction on Django's connection:
 
 - **read**: the due Tasks, locked ``FOR UPDATE SKIP LOCKED`` so concurrent schedulers
   never take the same Task, and what code each runs; then, for the fires their catch-up
   policies chose, the (task, fire) pairs that already have a run and the runs still queued
   or running (:mod:`scheduler.tick_store`, :mod:`scheduler.run_records`);
 - **plan**: :mod:`scheduler.planner`, pure functions of those values;
-- **write**: the runs and their jobs, the end of runs whose job vanished, every due Task's
-  ``next_run_at`` and counters, and the tick's own record.
+- **write**: the runs and their jobs, the end of runs whose job vanished, and every due
+  Task's ``next_run_at`` and counters.
 
-Runs, job rows and Task updates commit together or not at all (jobs are inserted through a
-JobManager on Django's connection, not the worker's pool). A (task, scheduled_for) pair
-that already has a run is never deferred again, and a unique constraint backs that. The
-number of queries does not depend on the number of due Tasks.
+Then it records itself (``SchedulerTick``). A chunk's runs, job rows and Task updates
+commit together or not at all (jobs are inserted on Django's connection, not the worker's
+pool), and the first jobs of a herd start while later chunks are still being planned. A
+(task, scheduled_for) pair that already has a run is never deferred again, and a unique
+constraint backs that. The number of queries per chunk does not depend on its size; two
+schedulers split a herd, each taking chunks the other has not locked.
 
 One Task never stops the tick for the others: whatever goes wrong while planning a Task
 (its cron or zone, its code or kwargs, its policies) is written on that Task
@@ -49,6 +52,21 @@ class TickResult:
     missed: int = 0
     blocked: int = 0
     errors: dict[int, str] = field(default_factory=dict)  # Task id -> why it was not planned
+    chunks: int = 0
+    #: Tasks this tick planned that are still due (those that could not be planned): later
+    #: chunks do not take them again.
+    still_due: set[int] = field(default_factory=set)
+
+    def add(self, plan: planner.TickPlan, run_ids: Sequence[int]) -> None:
+        """Count one committed chunk."""
+        self.still_due.update(a.task_id for a in plan.advances if a.next_run_at <= self.now)
+        self.due += plan.due
+        self.deferred.extend(run_ids)
+        self.skipped += plan.skipped
+        self.missed += plan.missed
+        self.blocked += plan.blocked
+        self.errors.update(plan.errors)
+        self.chunks += 1
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -59,16 +77,50 @@ class TickResult:
             "missed": self.missed,
             "blocked": self.blocked,
             "errors": len(self.errors),
+            "chunks": self.chunks,
         }
 
 
-def run_tick(now: dt.datetime, *, clock: Callable[[], dt.datetime] = timezone.now) -> TickResult:
-    """Defer the runs of every Task due at ``now`` (the tick's time, not the clock's)."""
+def run_tick(
+    now: dt.datetime,
+    *,
+    clock: Callable[[], dt.datetime] = timezone.now,
+    chunk_size: int | None = None,
+    on_full_chunk: Callable[[], object] | None = None,
+) -> TickResult:
+    """Defer the runs of every Task due at ``now`` (the tick's time, not the clock's), in
+    chunks of ``chunk_size`` Tasks (setting ``SCHEDULER_CHUNK_SIZE``), each committed on
+    its own; then record the tick. ``on_full_chunk`` is called once, after the first chunk,
+    when that chunk was full (more may be due: a herd other schedulers can help with)."""
+    size = chunk_size or settings.SCHEDULER_CHUNK_SIZE
     started = clock()
+    result = TickResult(now=now)
+    while True:
+        taken = run_chunk(now, size, result)
+        if taken < size:
+            break
+        if on_full_chunk is not None and result.chunks == 1:
+            on_full_chunk()
+    with transaction.atomic():
+        tick_store.record_tick(result, started, clock())
+    if result.due:
+        logger.info("tick %s: %s", now.isoformat(), result.as_dict())
+    return result
+
+
+def run_chunk(now: dt.datetime, size: int, result: TickResult) -> int:
+    """Plan and write up to ``size`` due Tasks in one transaction, adding them to
+    ``result``; how many due Tasks it took (fewer than ``size``: none is left).
+
+    Exactly once per chunk: its runs, their jobs and its Tasks' ``next_run_at`` commit
+    together or not at all, so a scheduler killed in the middle of a herd leaves the
+    Tasks of unfinished chunks due, for the next tick, and none deferred twice."""
     grace = dt.timedelta(seconds=settings.SCHEDULER_PERIOD)
     with transaction.atomic():
         # Read.
-        due = tick_store.lock_due_tasks(now)
+        due = tick_store.lock_due_tasks(now, size, passed=list(result.still_due))
+        if not due:
+            return 0
         code = {task.pk: task_code(task) for task in due if not task.blocked}
         drafted = planner.draft(due, now=now, grace=grace, code=code)
         done = run_records.existing_ticks(drafted.candidate_pairs())
@@ -76,23 +128,13 @@ def run_tick(now: dt.datetime, *, clock: Callable[[], dt.datetime] = timezone.no
         # Plan.
         plan = planner.plan(drafted, done=done, queued=active.queued, running=active.running)
         log_plan(due, plan)
-        # Write.
-        run_ids = run_records.defer_runs(plan.runs)
-        run_records.settle_stale_runs(active.stale)
+        # Write. The jobs last: placing them locks their tenants' fair-share rows until
+        # the commit, and a concurrent scheduler's chunk waits for those.
         tick_store.advance_tasks(plan.advances, now)
-        tick_store.record_tick(now, plan, len(run_ids), started, clock())
-    result = TickResult(
-        now=now,
-        due=plan.due,
-        deferred=run_ids,
-        skipped=plan.skipped,
-        missed=plan.missed,
-        blocked=plan.blocked,
-        errors=plan.errors,
-    )
-    if due:
-        logger.info("tick %s: %s", now.isoformat(), result.as_dict())
-    return result
+        run_records.settle_stale_runs(active.stale)
+        run_ids = run_records.defer_runs(plan.runs)
+    result.add(plan, run_ids)
+    return len(due)
 
 
 def task_code(task: planner.DueTask) -> planner.TaskCode:

@@ -9,14 +9,18 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.db import connection
 
 from scheduler import sql
 from scheduler.models import SchedulerTick
-from scheduler.planner import Advance, DueTask, TickPlan
+from scheduler.planner import Advance, DueTask
 from tenants.models import paused_sql
+
+if TYPE_CHECKING:
+    from scheduler.tick import TickResult
 
 #: The largest value of a PositiveIntegerField (PostgreSQL integer); counters saturate.
 MAX_COUNT = 2_147_483_647
@@ -32,16 +36,23 @@ _DUE_SQL = f"""
       FROM scheduler_task t
       JOIN tenants_tenant n ON n.id = t.tenant_id
       JOIN integrations_integration i ON i.id = t.integration_id
-     WHERE t.enabled AND t.next_run_at <= %(now)s
-     ORDER BY t.next_run_at, t.id
+     WHERE t.enabled AND t.next_run_at <= %(now)s AND t.id <> ALL(%(passed)s)
+     ORDER BY t.next_run_at, t.tenant_rank, t.tenant_id, t.id
+     LIMIT %(limit)s
        FOR UPDATE OF t SKIP LOCKED
 """
 
 
-def lock_due_tasks(now: dt.datetime) -> list[DueTask]:
-    """Enabled Tasks due at ``now``, locked (skipping those another tick holds)."""
+def lock_due_tasks(now: dt.datetime, limit: int, passed: Sequence[int] = ()) -> list[DueTask]:
+    """Up to ``limit`` enabled Tasks due at ``now``, locked (skipping those another
+    scheduler holds), but for the ``passed`` ones (already planned by this tick and still
+    due: those that could not be planned).
+
+    The earliest due first, and among Tasks due at one instant, rank by rank: every
+    tenant's first Task, then every tenant's second, so that a chunk of a herd holds every
+    tenant's first jobs, not the whole list of the tenant created first."""
     with connection.cursor() as cursor:
-        cursor.execute(_DUE_SQL, {"now": now})
+        cursor.execute(_DUE_SQL, {"now": now, "limit": limit, "passed": list(passed)})
         rows = cursor.fetchall()
     return [DueTask(*row[:6], json.loads(row[6]), *row[7:]) for row in rows]  # type: ignore[call-arg]
 
@@ -94,20 +105,19 @@ def advance_tasks(advances: Sequence[Advance], now: dt.datetime) -> None:
         )
 
 
-def record_tick(
-    now: dt.datetime, plan: TickPlan, deferred: int, started: dt.datetime, finished: dt.datetime
-) -> None:
-    """The heartbeat health checks and admin read; old ones are pruned as we go."""
+def record_tick(result: TickResult, started: dt.datetime, finished: dt.datetime) -> None:
+    """The heartbeat health checks and admin read (one per tick and scheduler that ran
+    it: two schedulers sharing a herd record a row each); old ones are pruned as we go."""
     retention = dt.timedelta(days=settings.SCHEDULER_TICK_RETENTION_DAYS)
     SchedulerTick.objects.filter(started_at__lt=started - retention).delete()
     SchedulerTick.objects.create(
-        tick_time=now,
+        tick_time=result.now,
         started_at=started,
         finished_at=finished,
-        due=plan.due,
-        deferred=deferred,
-        skipped=min(plan.skipped, MAX_COUNT),
-        missed=min(plan.missed, MAX_COUNT),
-        blocked=plan.blocked,
-        errors=len(plan.failures),
+        due=result.due,
+        deferred=len(result.deferred),
+        skipped=min(result.skipped, MAX_COUNT),
+        missed=min(result.missed, MAX_COUNT),
+        blocked=result.blocked,
+        errors=len(result.errors),
     )

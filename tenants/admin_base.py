@@ -566,13 +566,14 @@ def admin_query_reference(site: admin.AdminSite | None = None) -> dict[str, list
     scheduler.TaskRun: status__exact status__isnull manual__exact manual__isnull
         tenant__id__exact tenant__isnull scheduled_for__year scheduled_for__month
         scheduled_for__day | search: task__name error
-    procrastinate.ProcrastinateJob: status__exact status__isnull queue task_name
+    procrastinate.ProcrastinateJob: status__exact status__isnull queue task_name system
         | search: task_name queue_name
     scheduler.SchedulerTick: started_at__year started_at__month started_at__day | search:
     audit.AuditEntry: action model tenant__id__exact tenant__isnull
         | search: object_repr username
 
-    ``queue`` is a tenant's queue (its id); ``paused`` is yes/no; ``last_status`` a run status
+    ``queue`` is a tenant's queue (its id); ``system`` is show/only (system jobs are hidden
+    without it); ``paused`` is yes/no; ``last_status`` a run status
     or ``none``; ``integration__name``, ``name``, ``task_name``, ``action`` and ``model``
     offer the values present in the user's tenants. Django's own User and Group admins
     (superusers only) are not listed.

@@ -254,7 +254,7 @@ def test_list_pages_run_a_bounded_number_of_queries(client, world, url):
             integration=integration,
             tenant=tenant,
             name="get_users",
-            cron=f"{i % 60} * * * *",
+            cron=f"{i % 60} {i // 60} * * *",
             next_run_at=dt.datetime(2030, 1, 1, tzinfo=dt.UTC),
         )
         for i in range(100)

@@ -239,7 +239,7 @@ def test_a_follow_up_is_limited_to_its_integrations_own_tasks(make_tenant, db):
     with pytest.raises(ValidationError, match="record"):
         run.defer("record", no_such_argument=1)
     with pytest.raises(ValidationError, match="has no task"):
-        run.defer(jobs.defer_jobs)  # a callable that is not one of its tasks
+        run.defer(jobs.defer_for_tenant)  # a callable that is not one of its tasks
 
 
 def test_a_retry_keeps_its_priority_and_lock(run_worker, make_tenant, probe_task, tenant):

@@ -13,6 +13,7 @@ from procrastinate.periodic import PeriodicDeferrer
 
 from integrations.models import Integration
 from scheduler import tick as tick_module
+from scheduler.checks import check_chunk_size
 from scheduler.cron import period_to_cron
 from scheduler.models import SchedulerTick, Task, TaskRun
 from scheduler.tick import run_tick
@@ -143,3 +144,14 @@ def test_scheduler_worker_runs_the_tick_from_the_periodic_timestamp(run_worker, 
     assert (run.task_id, run.scheduled_for, run.status) == (task.id, T0, "todo")
     job = ProcrastinateJob.objects.get(task_name="github.get_users")
     assert (job.queue_name, job.status, job.id) == (tenant.queue_name, "todo", run.job_id)
+
+
+@pytest.mark.parametrize("size", [0, -5, 50_001, "1000"])
+def test_a_chunk_size_out_of_range_stops_start_up(settings, size):
+    settings.SCHEDULER_CHUNK_SIZE = size
+    (error,) = check_chunk_size()
+    assert error.id == "scheduler.E005" and "SCHEDULER_CHUNK_SIZE" in error.msg
+
+
+def test_the_default_chunk_size_passes_the_check(settings):
+    assert check_chunk_size() == []

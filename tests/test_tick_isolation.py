@@ -71,12 +71,19 @@ def last_tick() -> SchedulerTick:
 
 
 def seed(tenant, count: int, next_run_at: dt.datetime, **fields) -> list[Task]:
-    """``count`` due Tasks of the probe integration, in one INSERT."""
+    """``count`` due Tasks of the probe integration, in one INSERT (told apart by their
+    kwargs: identical Tasks are refused; a negative fail_first never fails)."""
     integration, _ = Integration.objects.get_or_create(name="probe", tenant=tenant)
     fields = {"name": "flaky", "cron": "* * * * *", **fields}
     return Task.objects.bulk_create(
-        Task(integration=integration, tenant=tenant, next_run_at=next_run_at, **fields)
-        for _ in range(count)
+        Task(
+            integration=integration,
+            tenant=tenant,
+            next_run_at=next_run_at,
+            kwargs={"fail_first": -i},
+            **fields,
+        )
+        for i in range(count)
     )
 
 

@@ -1,8 +1,17 @@
 from typing import Any
 
 from django import template
+from django.utils.safestring import SafeString
+
+from scheduler.badges import status_badge as render_status_badge
 
 register = template.Library()
+
+
+@register.simple_tag
+def status_badge(status: str | None) -> SafeString:
+    """``{% status_badge run.status %}``: the status badge of :mod:`scheduler.badges`."""
+    return render_status_badge(status)
 
 
 @register.filter

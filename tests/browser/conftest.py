@@ -43,9 +43,13 @@ def browser():
         browser.close()
 
 
+#: The screen the admin must fit: a 1280 px laptop, 800 px high ("above the fold").
+VIEWPORT = {"width": 1280, "height": 800}
+
+
 @pytest.fixture
 def page(browser):
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    context = browser.new_context(viewport=VIEWPORT)
     page = context.new_page()
     page.set_default_timeout(15_000)
     yield page

@@ -1,4 +1,6 @@
 // Live preview of the Task form's cron: plain language and the next runs, as you type.
+// An invalid expression shows its error in the admin's error style and no run table; a zone
+// whose times read as UTC's gets one column.
 (function () {
   "use strict";
   function ready(fn) {
@@ -11,9 +13,17 @@
     var zone = document.getElementById("id_timezone");
     var integration = document.getElementById("id_integration");
     var description = document.getElementById("cron-description");
-    var rows = box.querySelector("#cron-next-runs tbody");
+    var table = document.getElementById("cron-next-runs");
+    var rows = table.querySelector("tbody");
+    var localHeading = document.getElementById("cron-local-heading");
+    var utcHeading = document.getElementById("cron-utc-heading");
     var warnings = document.getElementById("cron-warnings");
     var timer = null;
+    function cell(row, text) {
+      var td = document.createElement("td");
+      td.textContent = text;
+      row.appendChild(td);
+    }
     function render(data) {
       rows.textContent = "";
       if (warnings) {
@@ -25,17 +35,23 @@
           warnings.appendChild(li);
         });
       }
-      if (!data.ok) { description.textContent = data.error; return; }
+      if (!data.ok) {
+        description.className = "errornote";
+        description.textContent = data.error;
+        table.hidden = true;
+        return;
+      }
+      description.className = "";
       description.textContent = data.description + " (" + data.zone + ")";
+      localHeading.textContent = "Next runs (" + data.zone + ")";
+      utcHeading.hidden = !!data.same_as_utc;
       data.next.forEach(function (run) {
         var tr = document.createElement("tr");
-        [run.local, run.utc].forEach(function (text) {
-          var td = document.createElement("td");
-          td.textContent = text;
-          tr.appendChild(td);
-        });
+        cell(tr, run.local);
+        if (!data.same_as_utc) { cell(tr, run.utc); }
         rows.appendChild(tr);
       });
+      table.hidden = false;
     }
     function refresh() {
       var params = new URLSearchParams({
@@ -46,7 +62,11 @@
       fetch(box.dataset.url + "?" + params.toString(), { credentials: "same-origin" })
         .then(function (response) { return response.json(); })
         .then(render)
-        .catch(function () { description.textContent = "Preview unavailable."; });
+        .catch(function () {
+          description.className = "errornote";
+          description.textContent = "Preview unavailable: the server did not answer.";
+          table.hidden = true;
+        });
     }
     function later() { clearTimeout(timer); timer = setTimeout(refresh, 250); }
     cron.addEventListener("input", later);
