@@ -254,6 +254,9 @@ RETENTION_BUDGET_SECONDS: int = _whole_number("RETENTION_BUDGET_SECONDS", 10)
 #: Due Tasks a tick plans and commits at a time: a herd's first jobs start after one chunk
 #: (range checked by scheduler.E005).
 SCHEDULER_CHUNK_SIZE: int = _whole_number("SCHEDULER_CHUNK_SIZE", 1000)
+#: Threads (each with a database connection) that take a herd's chunks in one scheduler
+#: worker, once the first chunk was full (range checked by scheduler.E006).
+SCHEDULER_TICK_THREADS: int = _whole_number("SCHEDULER_TICK_THREADS", 2)
 # Every worker's task middleware: keeps TaskRun rows in step with their jobs.
 PROCRASTINATE_WORKER_DEFAULTS = {"task_middleware": [job_middleware.record_run]}
 # What procrastinate has no setting for (see scheduler/procrastinate_internals.py).

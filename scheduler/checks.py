@@ -1,5 +1,5 @@
 """System checks: ``scheduler.E001``, the TaskRun trigger is installed and current (below);
-``scheduler.E005``, the tick's chunk size is sane (at the end).
+``scheduler.E005`` and ``E006``, the tick's chunk size and threads are sane (at the end).
 
 TaskRun rows follow their jobs' status through a trigger on ``procrastinate_jobs`` (see
 :mod:`scheduler.run_records`). Without it, or with an outdated copy, runs stay ``todo``
@@ -83,21 +83,42 @@ def sync_trigger_after_migrate(sender: AppConfig, using: str = "default", **kwar
 #: The largest chunk a tick may take: beyond it one transaction holds too many row locks
 #: and too much memory for the herd's first jobs to start soon.
 MAX_CHUNK_SIZE = 50_000
+#: The most threads a tick may use: each holds a database connection during a herd.
+MAX_TICK_THREADS = 8
+
+
+def _whole(value: object, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
 
 
 @register()
-def check_chunk_size(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any) -> list[Error]:
-    """``scheduler.E005``: ``SCHEDULER_CHUNK_SIZE`` is a whole number of due Tasks per chunk."""
+def check_tick_settings(
+    app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
+) -> list[Error]:
+    """``scheduler.E005``: ``SCHEDULER_CHUNK_SIZE`` is a whole number of due Tasks per chunk;
+    ``scheduler.E006``: ``SCHEDULER_TICK_THREADS`` a small whole number of threads."""
     from django.conf import settings
 
+    errors = []
     size = settings.SCHEDULER_CHUNK_SIZE
-    if isinstance(size, int) and not isinstance(size, bool) and 1 <= size <= MAX_CHUNK_SIZE:
-        return []
-    return [
-        Error(
-            f"SCHEDULER_CHUNK_SIZE is {size!r}: it must be a whole number of due Tasks from 1 "
-            f"to {MAX_CHUNK_SIZE:,}.",
-            hint="e.g. SCHEDULER_CHUNK_SIZE=1000 (the default).",
-            id="scheduler.E005",
+    if not _whole(size, 1, MAX_CHUNK_SIZE):
+        errors.append(
+            Error(
+                f"SCHEDULER_CHUNK_SIZE is {size!r}: it must be a whole number of due Tasks "
+                f"from 1 to {MAX_CHUNK_SIZE:,}.",
+                hint="e.g. SCHEDULER_CHUNK_SIZE=1000 (the default).",
+                id="scheduler.E005",
+            )
         )
-    ]
+    threads = settings.SCHEDULER_TICK_THREADS
+    if not _whole(threads, 1, MAX_TICK_THREADS):
+        errors.append(
+            Error(
+                f"SCHEDULER_TICK_THREADS is {threads!r}: it must be a whole number of threads "
+                f"from 1 to {MAX_TICK_THREADS} (1: no threads; each thread holds a database "
+                "connection during a herd).",
+                hint="e.g. SCHEDULER_TICK_THREADS=2 (the default).",
+                id="scheduler.E006",
+            )
+        )
+    return errors

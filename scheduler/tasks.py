@@ -2,7 +2,9 @@
 
 Every worker runs procrastinate's periodic deferrer, which defers this job once per
 period (procrastinate dedupes across workers); only workers serving queue ``scheduler``
-execute it. It defers integration jobs and never runs integration code itself.
+execute it. It defers integration jobs and never runs integration code itself. In a herd
+(its first chunk full) it defers one ``metronome.tick_helper`` job per other live
+scheduler worker, so that every scheduler takes chunks of the same tick.
 """
 
 from __future__ import annotations

@@ -28,13 +28,14 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from integrations.base import registry
@@ -68,6 +69,17 @@ class TickResult:
         self.errors.update(plan.errors)
         self.chunks += 1
 
+    def merge(self, other: TickResult) -> None:
+        """Add what another thread of the same tick did."""
+        self.due += other.due
+        self.deferred.extend(other.deferred)
+        self.skipped += other.skipped
+        self.missed += other.missed
+        self.blocked += other.blocked
+        self.errors.update(other.errors)
+        self.chunks += other.chunks
+        self.still_due.update(other.still_due)
+
     def as_dict(self) -> dict[str, object]:
         return {
             "now": self.now.isoformat(),
@@ -87,25 +99,66 @@ def run_tick(
     clock: Callable[[], dt.datetime] = timezone.now,
     chunk_size: int | None = None,
     on_full_chunk: Callable[[], object] | None = None,
+    threads: int | None = None,
 ) -> TickResult:
     """Defer the runs of every Task due at ``now`` (the tick's time, not the clock's), in
     chunks of ``chunk_size`` Tasks (setting ``SCHEDULER_CHUNK_SIZE``), each committed on
-    its own; then record the tick. ``on_full_chunk`` is called once, after the first chunk,
-    when that chunk was full (more may be due: a herd other schedulers can help with)."""
+    its own; then record the tick.
+
+    When the first chunk is full (a herd), ``on_full_chunk`` is called (other schedulers
+    may help); when the second is full too, ``threads`` threads (setting
+    ``SCHEDULER_TICK_THREADS``), each on a database connection of its own, take the
+    remaining chunks: while one waits for PostgreSQL another plans. ``SKIP LOCKED``
+    splits the chunks between them as between scheduler processes."""
     size = chunk_size or settings.SCHEDULER_CHUNK_SIZE
     started = clock()
     result = TickResult(now=now)
-    while True:
-        taken = run_chunk(now, size, result)
-        if taken < size:
-            break
-        if on_full_chunk is not None and result.chunks == 1:
+    if run_chunk(now, size, result) == size:
+        if on_full_chunk is not None:
             on_full_chunk()
+        # Threads (and their connections) only for a herd of more than two chunks.
+        if run_chunk(now, size, result) == size:
+            drain_in_threads(now, size, result, threads or settings.SCHEDULER_TICK_THREADS)
     with transaction.atomic():
         tick_store.record_tick(result, started, clock())
     if result.due:
         logger.info("tick %s: %s", now.isoformat(), result.as_dict())
     return result
+
+
+def drain(now: dt.datetime, size: int, result: TickResult) -> None:
+    """Run chunks until one is not full (nothing due is left that no one else holds)."""
+    while run_chunk(now, size, result) == size:
+        pass
+
+
+def drain_in_threads(now: dt.datetime, size: int, result: TickResult, threads: int) -> None:
+    """:func:`drain` in this thread and ``threads - 1`` more, adding what they did to
+    ``result``; the first error of a thread is raised once all have stopped (the chunk it
+    hit rolled back; its Tasks stay due for the next tick)."""
+    helpers = [TickResult(now=now, still_due=result.still_due) for _ in range(threads - 1)]
+    errors: list[BaseException] = []
+
+    def work(part: TickResult) -> None:
+        try:
+            drain(now, size, part)
+        except BaseException as exc:  # raised in the calling thread below
+            errors.append(exc)
+        finally:
+            connection.close()  # this thread's own connection
+
+    started = [threading.Thread(target=work, args=(part,), daemon=True) for part in helpers]
+    for thread in started:
+        thread.start()
+    try:
+        drain(now, size, result)
+    finally:
+        for thread in started:
+            thread.join()
+        for part in helpers:
+            result.merge(part)
+    if errors:
+        raise errors[0]
 
 
 def run_chunk(now: dt.datetime, size: int, result: TickResult) -> int:

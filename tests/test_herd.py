@@ -19,6 +19,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from django.utils import timezone
 
 from integrations.models import Integration
 from scheduler import jobs, tick_store
+from scheduler import tick as tick_module
 from scheduler.models import SchedulerTick, Task, TaskRun
 from scheduler.queues import SCHEDULER_QUEUE
 from scheduler.tick import run_tick
@@ -135,16 +137,17 @@ class SchedulerWorker:
 
 @pytest.fixture
 def scheduler_workers(test_database_url, tmp_path) -> Iterator[Callable[..., SchedulerWorker]]:
-    """Start scheduler workers on the test database: ``start(name, chunk_size)``; every
-    one still running is stopped at the end."""
+    """Start scheduler workers on the test database: ``start(name, chunk_size, threads)``;
+    every one still running is stopped at the end."""
     started: list[SchedulerWorker] = []
 
-    def start(name: str, chunk_size: int) -> SchedulerWorker:
+    def start(name: str, chunk_size: int, threads: int = 2) -> SchedulerWorker:
         log = tmp_path / f"{name}.log"
         env = {
             **os.environ,
             "DATABASE_URL": test_database_url,
             "SCHEDULER_CHUNK_SIZE": str(chunk_size),
+            "SCHEDULER_TICK_THREADS": str(threads),
             "LOG_LEVEL": "WARNING",
             "PGAPPNAME": name,
         }
@@ -283,7 +286,8 @@ def test_two_schedulers_split_a_herd_exactly(
     task_ids = set(Task.objects.values_list("id", flat=True))
     assert len(task_ids) > 2 * chunk
 
-    workers = [scheduler_workers(f"herd-split-{i}", chunk) for i in range(2)]
+    # One thread each: the held chunk must be another process's, not a thread's.
+    workers = [scheduler_workers(f"herd-split-{i}", chunk, threads=1) for i in range(2)]
     wait_for(lambda: live_schedulers() == 2, "both schedulers to be live", workers)
     with connection.cursor() as cursor:
         cursor.execute(
@@ -357,3 +361,64 @@ def test_a_task_that_cannot_be_planned_is_taken_once_per_tick(db, tenant, probe_
     assert set(TaskRun.objects.values_list("task_id", flat=True)) == {t.pk for t in good}
     broken.refresh_from_db()
     assert broken.plan_error and broken.next_run_at == MIDNIGHT  # still due, for the next tick
+
+
+def test_threads_of_one_tick_split_a_herd_exactly(clean_jobs, user, monkeypatch):
+    """Past a full first chunk, the tick's threads (each on its own connection) take the
+    other chunks; together they defer every Task once, and the tick counts them all."""
+    seed_herd(user, "threads", tenants=30, per_tenant=10)
+    task_ids = set(Task.objects.values_list("pk", flat=True))
+    workers: set[str] = set()
+    run_chunk = tick_module.run_chunk
+    main_calls: list[int] = []
+    helper_took = threading.Event()
+
+    def recorded(*args, **kwargs):
+        main = threading.current_thread() is threading.main_thread()
+        if main:
+            main_calls.append(1)
+            if len(main_calls) > 2:  # the threads are started: let one of them take a chunk
+                helper_took.wait(timeout=30)
+        taken = run_chunk(*args, **kwargs)
+        if taken:
+            workers.add(threading.current_thread().name)
+            if not main:
+                helper_took.set()
+        return taken
+
+    monkeypatch.setattr(tick_module, "run_chunk", recorded)
+    result = run_tick(MIDNIGHT, chunk_size=10, threads=3)
+
+    assert len(workers) > 1  # more than the calling thread took chunks
+    assert len(result.deferred) == len(set(result.deferred)) == len(task_ids)
+    assert result.due == len(task_ids) and result.chunks >= len(task_ids) // 10
+    assert_exactly_one_run_each(task_ids, MIDNIGHT)
+    (tick,) = SchedulerTick.objects.filter(tick_time=MIDNIGHT)
+    assert tick.deferred == len(task_ids)
+
+
+def test_an_error_in_a_tick_thread_fails_the_tick_and_keeps_its_chunk_due(
+    clean_jobs, user, monkeypatch
+):
+    seed_herd(user, "thread-error", tenants=10, per_tenant=10)
+    advance = tick_store.advance_tasks
+    failing = threading.Event()
+
+    def advance_or_fail(*args, **kwargs):
+        if threading.current_thread() is not threading.main_thread() and not failing.is_set():
+            failing.set()
+            raise RuntimeError("database went away")
+        return advance(*args, **kwargs)
+
+    monkeypatch.setattr(tick_store, "advance_tasks", advance_or_fail)
+    with pytest.raises(RuntimeError, match="went away"):
+        run_tick(MIDNIGHT, chunk_size=10, threads=2)
+
+    assert failing.is_set()
+    # The failed chunk rolled back: each Task has its one run, or none and is still due (the
+    # calling thread may have taken the failed chunk's Tasks after it was released).
+    runs = list(TaskRun.objects.values_list("task_id", flat=True))
+    assert len(runs) == len(set(runs))
+    still_due = set(Task.objects.filter(next_run_at__lte=MIDNIGHT).values_list("pk", flat=True))
+    assert still_due.isdisjoint(runs)
+    assert still_due | set(runs) == set(Task.objects.values_list("pk", flat=True))

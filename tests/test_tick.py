@@ -13,7 +13,7 @@ from procrastinate.periodic import PeriodicDeferrer
 
 from integrations.models import Integration
 from scheduler import tick as tick_module
-from scheduler.checks import check_chunk_size
+from scheduler.checks import check_tick_settings
 from scheduler.cron import period_to_cron
 from scheduler.models import SchedulerTick, Task, TaskRun
 from scheduler.tick import run_tick
@@ -149,9 +149,16 @@ def test_scheduler_worker_runs_the_tick_from_the_periodic_timestamp(run_worker, 
 @pytest.mark.parametrize("size", [0, -5, 50_001, "1000"])
 def test_a_chunk_size_out_of_range_stops_start_up(settings, size):
     settings.SCHEDULER_CHUNK_SIZE = size
-    (error,) = check_chunk_size()
+    (error,) = check_tick_settings()
     assert error.id == "scheduler.E005" and "SCHEDULER_CHUNK_SIZE" in error.msg
 
 
-def test_the_default_chunk_size_passes_the_check(settings):
-    assert check_chunk_size() == []
+@pytest.mark.parametrize("threads", [0, 9, True])
+def test_tick_threads_out_of_range_stop_start_up(settings, threads):
+    settings.SCHEDULER_TICK_THREADS = threads
+    (error,) = check_tick_settings()
+    assert error.id == "scheduler.E006" and "SCHEDULER_TICK_THREADS" in error.msg
+
+
+def test_the_default_tick_settings_pass_the_check(settings):
+    assert check_tick_settings() == []
