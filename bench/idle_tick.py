@@ -37,7 +37,7 @@ from bench.common import (
 
 TARGET_IDLE_MS = 50.0
 TARGET_TOTAL = 1_000_000
-TENANTS = 100
+TENANTS = 1_000
 
 
 def _arguments(parser: argparse.ArgumentParser) -> None:
