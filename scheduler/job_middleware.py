@@ -15,9 +15,10 @@ procrastinate's own log line of the failure (written after this middleware retur
 the masked text; the values are remembered so the log filter masks them in any line.
 
 An expected failure (``IntegrationError``: missing token, rejected token, bad config;
-``RetryLater``: a rate limit) says all there is to say in its message, and it may recur every
-tick: it is logged here as one WARNING line, under the job's tenant, Task, job and attempt,
-and procrastinate's own record of it, with a traceback of our call stack, is dropped (see
+``RetryLater``: a rate limit; ``RemoteUnavailable``: the remote service down) says all there
+is to say in its message, and it may recur every tick: it is logged here as one WARNING
+line, under the job's tenant, Task, job and attempt, and procrastinate's own record of it,
+with a traceback of our call stack, is dropped (see
 :mod:`scheduler.logcontext`). Any other failure is a bug to read in full: procrastinate logs
 it once, with its traceback.
 
@@ -34,14 +35,14 @@ from typing import Any
 from procrastinate import JobContext
 
 from integrations.base import redact
-from integrations.base.errors import IntegrationError, RetryLater
+from integrations.base.errors import IntegrationError, RemoteUnavailable, RetryLater
 from scheduler.logcontext import job_context, mark_reported
 
 logger = logging.getLogger(__name__)
 
 #: Failures integration code raises on purpose, with a message saying what to do: logged as
 #: one WARNING line, without a traceback (which would only show our own call stack).
-EXPECTED_FAILURES = (IntegrationError, RetryLater)
+EXPECTED_FAILURES = (IntegrationError, RetryLater, RemoteUnavailable)
 #: An expected failure's line is cut to this many characters.
 LOG_LINE_LIMIT = 1000
 

@@ -238,3 +238,32 @@ def test_the_autoreloading_web_server_logs_each_periodic_task_once(test_database
         "metronome.maintenance",
         "scheduler",
     ], output
+
+
+def test_a_remote_service_down_is_one_warning_line_and_retried_by_policy(
+    run_worker, tenant, github, console, settings
+):
+    """Nothing listens at the integration's address: an outage, not a bug. One WARNING line
+    per attempt, no traceback, and the Task's retry policy applies (2 attempts here)."""
+    task = github_task(tenant, github)
+    Locker.add("github_token", TOKEN, tenant.id)
+    with socket.socket() as probe:  # a local port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    down = f"127.0.0.1:{closed_port}"
+    settings.INTEGRATION_ALLOWED_HOSTS = [*settings.INTEGRATION_ALLOWED_HOSTS, down]
+    task.integration.config["base_url"] = f"http://{down}"
+    task.integration.save()
+    Task.objects.filter(pk=task.pk).update(max_attempts=2, retry_backoff=dt.timedelta(0))
+
+    run_due(task, run_worker, tenant)
+
+    run = TaskRun.objects.get(task=task)
+    assert run.status == "failed" and run.attempts == 2
+    lines = console.at_least(logging.WARNING)
+    assert [line.levelname for line in lines] == ["WARNING", "WARNING"]
+    assert all(line.exc_info is None for line in lines)
+    assert "RemoteUnavailable: 127.0.0.1 could not be reached" in lines[0].getMessage()
+    assert "will be retried" in lines[0].getMessage()
+    assert "Traceback" not in console.text
+    assert "ConnectError" in run.error  # the stored error keeps the cause for admin

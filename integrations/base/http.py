@@ -21,6 +21,7 @@ import httpcore
 import httpx
 
 from integrations.base.egress import EgressPolicy, EgressRefused
+from integrations.base.errors import RemoteUnavailable
 
 #: Redirects followed in one request (same origin only, see :func:`client`).
 MAX_REDIRECTS = 5
@@ -92,7 +93,15 @@ class EgressTransport(httpx.HTTPTransport):
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         self.policy.check_url(request.url)
-        return super().handle_request(request)
+        try:
+            return super().handle_request(request)
+        except (httpx.NetworkError, httpx.TimeoutException) as exc:
+            # Down, unreachable or slow: an outage to wait out, not a bug to trace.
+            raise RemoteUnavailable(
+                f"{request.url.host} could not be reached ({type(exc).__name__}: {exc}); "
+                "the run is retried as its task's retry policy says.",
+                request=request,
+            ) from exc
 
 
 class EgressBackend(httpcore.SyncBackend):

@@ -25,6 +25,7 @@ from procrastinate.types import JSONDict
 
 from integrations.base import redact
 from integrations.base.errors import IntegrationError, RetryLater
+from integrations.base.errors import RemoteUnavailable as RemoteUnavailable  # re-exported
 from integrations.base.registry import IntegrationType, TaskSpec
 from integrations.models import Integration
 from tenants.models import Locker, Tenant
