@@ -292,6 +292,21 @@ def test_disabling_a_tenant_cancels_its_queued_jobs(probe_task, tenant):
     assert runs_of(task) == [T0]
 
 
+def test_disabling_a_tenant_cancels_all_its_queued_jobs_in_one_statement(
+    probe_task, tenant, django_assert_max_num_queries
+):
+    tasks = [probe_task(kwargs={"fail_first": -i}, now=T0 - MIN) for i in range(1, 31)]
+    run_tick(T0)
+    running = TaskRun.objects.filter(task=tasks[0]).values_list("job_id", flat=True)
+    ProcrastinateJob.objects.filter(id__in=running).update(status="doing")  # left alone
+    with django_assert_max_num_queries(12):  # the tenant's save, then cancelling 29 jobs
+        tenant.is_active = False
+        tenant.save()
+    statuses = dict(ProcrastinateJob.objects.values_list("id", "status"))
+    assert sorted(statuses.values()).count("cancelled") == 29
+    assert statuses[running[0]] == "doing"
+
+
 def test_pause_with_end_time_blocks_then_resumes_without_misses(probe_task):
     task = probe_task(now=T0 - MIN, overlap="allow")
     task.pause("maintenance", until=T0 + 3 * MIN, now=T0 - MIN)
