@@ -269,6 +269,11 @@ class Task(Pausable):
                 'kwargs must be a JSON object, e.g. {} or {"since_days": 7}; '
                 f"got {type(self.kwargs).__name__}."
             )
+        elif _holds_nul(self.kwargs):
+            errors.setdefault("kwargs", []).append(
+                "kwargs cannot contain the NUL character (\\u0000): PostgreSQL cannot store "
+                "it. Remove it from the keys and values."
+            )
         elif spec is not None:
             try:
                 spec.validate_kwargs(self.kwargs)
@@ -302,6 +307,9 @@ class Task(Pausable):
             json.dumps(self.kwargs)
         except (TypeError, ValueError):
             return None  # not JSON: the kwargs field's own check says so
+        texts = (self.name, self.cron, self.timezone)
+        if _holds_nul(self.kwargs) or any(isinstance(t, str) and "\x00" in t for t in texts):
+            return None  # PostgreSQL cannot compare it; the fields' own checks refuse it
         same = Task.objects.filter(
             integration_id=self.integration_id,
             name=self.name,
@@ -349,6 +357,18 @@ class Task(Pausable):
             "max_attempts": self.max_attempts,
             "backoff_seconds": self.retry_backoff.total_seconds(),
         }
+
+
+def _holds_nul(value: object) -> bool:
+    """Whether a JSON value holds the NUL character (in a key or a string), which
+    PostgreSQL's jsonb refuses."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_holds_nul(k) or _holds_nul(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(_holds_nul(item) for item in value)
+    return False
 
 
 def identical_task_message(existing: Task) -> str:

@@ -389,3 +389,12 @@ def test_readme_workflow_run_twice_then_its_advice(test_database_url, django_use
     crons = sorted(Task.objects.filter(tenant=tenant).values_list("cron", flat=True))
     assert crons == ["* * * * *", "0 * * * *"]
     assert Integration.objects.filter(tenant=tenant).count() == 1
+
+
+@pytest.mark.parametrize("kwargs", [{"\x00": None}, {"since": "a\x00b"}, {"x": ["\x00"]}])
+def test_kwargs_holding_a_nul_character_are_refused_with_a_message(db, tenant, kwargs):
+    integration = Integration(name="github", tenant=tenant, config={"org": "acme"})
+    with pytest.raises(ValidationError) as refused:
+        integration.add_task("get_users", "* * * * *", kwargs=kwargs)
+    assert "NUL" in str(refused.value)
+    assert not Task.objects.exists() and not Integration.objects.exists()
