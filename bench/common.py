@@ -163,12 +163,25 @@ def prepare(options: Options, *, env: dict[str, str] | None = None) -> str:
 
 
 def execute(sql: str, params: Sequence[object] | dict[str, object] | None = None) -> int:
-    """One statement on Django's connection (autocommit); returns the row count."""
-    from django.db import connection
+    """One statement on Django's connection (autocommit); returns the row count.
 
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return cursor.rowcount
+    Outside a transaction, a statement PostgreSQL aborts as a deadlock victim is run again
+    (a few times): a bench's TRUNCATE may meet a running worker's periodic jobs."""
+    import psycopg
+    from django.db import OperationalError, connection
+
+    attempts = 1 if connection.in_atomic_block else 5
+    for attempt in range(1, attempts + 1):
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(sql, params)
+                return cursor.rowcount
+        except OperationalError as exc:
+            deadlock = isinstance(exc.__cause__, psycopg.errors.DeadlockDetected)
+            if attempt == attempts or not deadlock:
+                raise
+            time.sleep(0.1 * attempt)
+    raise AssertionError("unreachable")
 
 
 def fetch(sql: str, params: Sequence[object] | dict[str, object] | None = None) -> list[tuple]:
