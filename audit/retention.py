@@ -1,8 +1,10 @@
 """Bounded audit trail: entries older than ``AUDIT_RETENTION_DAYS`` are deleted.
 
-Called by the maintenance job after the TaskRun purge, with the same
-:class:`scheduler.retention.Pacing` (batches of ``RETENTION_BATCH_SIZE``, one short
-statement each, within the same time budget). Age is all that counts: the entries of a
+This module deletes one batch (:func:`delete_old_entries`) and checks the setting; the
+maintenance job runs the batches after the TaskRun purge, with the same pacing
+(:func:`scheduler.retention.purge_audit_entries`: batches of ``RETENTION_BATCH_SIZE``, one
+short statement each, within the same time budget), so the audit app imports nothing from
+the scheduler. Age is all that counts: the entries of a
 deleted tenant, user or object go when they are old, like every other (the trail outlives
 its tenant, not its retention). Index ``created_at`` makes each batch's selection cheap.
 """
@@ -17,9 +19,9 @@ from django.apps import AppConfig
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, register
 from django.db import connection
-from django.utils import timezone
 
-from scheduler.retention import Pacing, PurgeResult, purge_in_batches, retention_days_problem
+#: The shortest retention, in days, other than 0 (keep forever).
+MIN_RETENTION_DAYS = 1
 
 # By physical address (ctid) of the oldest rows, locked as chosen: the plan stays an index
 # scan of ``created_at`` however large the table (an ``id IN (...)`` form made PostgreSQL
@@ -37,25 +39,23 @@ _DELETE_ENTRIES_SQL = """
 """
 
 
-def purge_audit_entries(
-    now: dt.datetime | None = None,
-    *,
-    retention_days: int | None = None,
-    pacing: Pacing | None = None,
-) -> PurgeResult:
-    """Delete audit entries created more than ``retention_days`` (default
-    ``AUDIT_RETENTION_DAYS``; 0 keeps them forever) before ``now``, in batches."""
-    days = settings.AUDIT_RETENTION_DAYS if retention_days is None else retention_days
-    if days <= 0:
-        return PurgeResult()
-    cutoff = (now or timezone.now()) - dt.timedelta(days=days)
+def delete_old_entries(cutoff: dt.datetime, limit: int) -> int:
+    """Delete up to ``limit`` of the oldest entries created before ``cutoff`` (one
+    statement); how many."""
+    with connection.cursor() as cursor:
+        cursor.execute(_DELETE_ENTRIES_SQL, {"cutoff": cutoff, "limit": limit})
+        return cursor.rowcount
 
-    def delete_batch(limit: int) -> int:
-        with connection.cursor() as cursor:
-            cursor.execute(_DELETE_ENTRIES_SQL, {"cutoff": cutoff, "limit": limit})
-            return cursor.rowcount
 
-    return purge_in_batches(delete_batch, pacing or Pacing.from_settings())
+def retention_days_problem(name: str, value: object) -> str:
+    """Why ``value`` is not a retention in days (0 keeps forever); "" when it is."""
+    whole = isinstance(value, int) and not isinstance(value, bool)
+    if whole and (value == 0 or value >= MIN_RETENTION_DAYS):  # type: ignore[operator]
+        return ""
+    return (
+        f"{name} is {value!r}; it must be a whole number of days, at least "
+        f"{MIN_RETENTION_DAYS}, or 0 to keep forever."
+    )
 
 
 @register()

@@ -12,7 +12,7 @@ audit entries, then measures in one run:
 - the purge of what is left (``scheduler.retention.purge_task_runs``, batches of
   ``RETENTION_BATCH_SIZE``): rows per second, and each batch's duration (how long its row
   locks are held);
-- the audit purge (``audit.retention.purge_audit_entries``) the same way.
+- the audit purge (``scheduler.retention.purge_audit_entries``) the same way.
 
     bench/run.sh retention [--quick] [--repeat 5] [--runs 1000000] [--due 1000]
 """
@@ -337,8 +337,7 @@ class PurgeRun:
 
 def timed_purge(which: str, batch_size: int) -> PurgeRun:
     """One purge to the end, no time budget; each full batch's duration recorded."""
-    from audit.retention import purge_audit_entries
-    from scheduler.retention import Pacing, purge_task_runs
+    from scheduler.retention import Pacing, purge_audit_entries, purge_task_runs
 
     laps: list[float] = []
     last: list[float] = []

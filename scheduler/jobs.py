@@ -233,20 +233,20 @@ def worker_heartbeats() -> list[tuple[int, dt.datetime]]:
     return list(ProcrastinateWorker.objects.order_by("id").values_list("id", "last_heartbeat"))
 
 
-def scheduler_worker_heartbeat() -> dt.datetime | None:
-    """The latest heartbeat of a worker serving queue ``scheduler`` (all-queue ones included)."""
+def _scheduler_workers() -> QuerySet[ProcrastinateWorker]:
+    """The workers serving queue ``scheduler`` (all-queue ones included)."""
     serving = WorkerInfo.objects.filter(Q(queues__isnull=True) | Q(queues__has_key=SCHEDULER_QUEUE))
-    found = ProcrastinateWorker.objects.filter(id__in=serving.values("id"))
-    return found.aggregate(latest=Max("last_heartbeat"))["latest"]
+    return ProcrastinateWorker.objects.filter(id__in=serving.values("id"))
+
+
+def scheduler_worker_heartbeat() -> dt.datetime | None:
+    """The latest heartbeat of a worker serving queue ``scheduler``."""
+    return _scheduler_workers().aggregate(latest=Max("last_heartbeat"))["latest"]
 
 
 def live_scheduler_workers(since: dt.datetime) -> int:
-    """How many workers serving queue ``scheduler`` (all-queue ones included) sent a
-    heartbeat since ``since``."""
-    serving = WorkerInfo.objects.filter(Q(queues__isnull=True) | Q(queues__has_key=SCHEDULER_QUEUE))
-    return ProcrastinateWorker.objects.filter(
-        id__in=serving.values("id"), last_heartbeat__gte=since
-    ).count()
+    """How many workers serving queue ``scheduler`` sent a heartbeat since ``since``."""
+    return _scheduler_workers().filter(last_heartbeat__gte=since).count()
 
 
 def defer_scheduler_job(task_name: str, task_kwargs: dict[str, Any], queueing_lock: str) -> bool:

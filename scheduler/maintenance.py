@@ -19,11 +19,11 @@ from django.db import connection
 from procrastinate import JobContext
 from procrastinate.contrib.django import app
 
-from audit.retention import purge_audit_entries
 from scheduler.queues import SCHEDULER_QUEUE
 from scheduler.retention import (
     MAINTENANCE_TASK,
     Pacing,
+    purge_audit_entries,
     purge_task_runs,
     tick_running,
     tick_waiting,

@@ -55,6 +55,7 @@ from django.core.checks import CheckMessage, Error, register
 from django.db import connection
 from django.utils import timezone
 
+from audit.retention import delete_old_entries, retention_days_problem
 from scheduler.queues import SCHEDULER_QUEUE
 
 #: A batch larger than this would hold its row locks, and the worker, too long.
@@ -62,7 +63,6 @@ MAX_BATCH_SIZE = 50_000
 #: A purge longer than the maintenance job's period would overlap the next one.
 MAX_BUDGET_SECONDS = 60
 #: The shortest retention accepted: the dashboard shows the last day's runs.
-MIN_RETENTION_DAYS = 1
 #: Seconds between two looks while a purge waits for a tick running elsewhere.
 PAUSE_SECONDS = 0.05
 
@@ -234,6 +234,24 @@ def purge_task_runs(
     return purge_in_batches(delete_batch, pacing or Pacing.from_settings())
 
 
+def purge_audit_entries(
+    now: dt.datetime | None = None,
+    *,
+    retention_days: int | None = None,
+    pacing: Pacing | None = None,
+) -> PurgeResult:
+    """Delete audit entries created more than ``retention_days`` (default
+    ``AUDIT_RETENTION_DAYS``; 0 keeps them forever) before ``now``, in batches
+    (:func:`audit.retention.delete_old_entries`), paced like the TaskRun purge."""
+    days = settings.AUDIT_RETENTION_DAYS if retention_days is None else retention_days
+    if days <= 0:
+        return PurgeResult()
+    cutoff = (now or timezone.now()) - dt.timedelta(days=days)
+    return purge_in_batches(
+        lambda limit: delete_old_entries(cutoff, limit), pacing or Pacing.from_settings()
+    )
+
+
 # ----------------------------------------------------------------------------- checks
 
 
@@ -246,16 +264,6 @@ def whole_number_problem(name: str, value: object, minimum: int, maximum: int) -
     if _is_int(value) and minimum <= value <= maximum:  # type: ignore[operator]
         return ""
     return f"{name} is {value!r}; it must be a whole number from {minimum} to {maximum:,}."
-
-
-def retention_days_problem(name: str, value: object) -> str:
-    """Why ``value`` is not a retention in days (0 keeps forever); "" when it is."""
-    if _is_int(value) and (value == 0 or value >= MIN_RETENTION_DAYS):  # type: ignore[operator]
-        return ""
-    return (
-        f"{name} is {value!r}; it must be a whole number of days, at least "
-        f"{MIN_RETENTION_DAYS}, or 0 to keep forever."
-    )
 
 
 def _selected(app_configs: Sequence[AppConfig] | None, label: str) -> bool:

@@ -147,13 +147,13 @@ def drain_in_threads(now: dt.datetime, size: int, result: TickResult, threads: i
         finally:
             connection.close()  # this thread's own connection
 
-    started = [threading.Thread(target=work, args=(part,), daemon=True) for part in helpers]
-    for thread in started:
+    others = [threading.Thread(target=work, args=(part,), daemon=True) for part in helpers]
+    for thread in others:
         thread.start()
     try:
         drain(now, size, result)
     finally:
-        for thread in started:
+        for thread in others:
             thread.join()
         for part in helpers:
             result.merge(part)

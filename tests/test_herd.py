@@ -202,6 +202,16 @@ def defer_tick(at: dt.datetime) -> None:
     assert jobs.defer_scheduler_job("scheduler", {"timestamp": timestamp}, f"herd-{timestamp}")
 
 
+def database_sessions() -> int:
+    """Client sessions open on the test database."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND backend_type = 'client backend'"
+        )
+        return cursor.fetchone()[0]
+
+
 def tenant_jobs() -> dict[int, dict]:
     """Every job on a tenant queue: id -> args."""
     with connection.cursor() as cursor:
@@ -387,9 +397,11 @@ def test_threads_of_one_tick_split_a_herd_exactly(clean_jobs, user, monkeypatch)
         return taken
 
     monkeypatch.setattr(tick_module, "run_chunk", recorded)
+    sessions_before = database_sessions()
     result = run_tick(MIDNIGHT, chunk_size=10, threads=3)
 
     assert len(workers) > 1  # more than the calling thread took chunks
+    assert database_sessions() == sessions_before  # each thread closed its own connection
     assert len(result.deferred) == len(set(result.deferred)) == len(task_ids)
     assert result.due == len(task_ids) and result.chunks >= len(task_ids) // 10
     assert_exactly_one_run_each(task_ids, MIDNIGHT)

@@ -22,7 +22,7 @@ from procrastinate.contrib.django import app
 from procrastinate.contrib.django.models import ProcrastinateJob
 
 from audit.models import AuditEntry
-from audit.retention import check_audit_retention, purge_audit_entries
+from audit.retention import check_audit_retention
 from scheduler import run_records, runs
 from scheduler.maintenance import purge_history
 from scheduler.models import Task, TaskRun
@@ -30,6 +30,7 @@ from scheduler.planner import RunToDefer
 from scheduler.retention import (
     Pacing,
     check_retention_settings,
+    purge_audit_entries,
     purge_task_runs,
     tick_running,
     tick_waiting,
