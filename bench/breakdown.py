@@ -17,14 +17,11 @@ from typing import Any
 #: (module path, attribute, label): the tick's phases (read, plan, write), then the parts of
 #: defer_runs.
 PHASES = (
-    ("scheduler.tick_store", "lock_due_tasks", "lock_due_tasks (SELECT … FOR UPDATE, plain rows)"),
+    ("scheduler.tick_store", "lock_due_tasks", "lock_due_tasks (due Tasks locked, their runs)"),
     ("scheduler.planner", "draft", "planner.draft (next_fire, catch-up per Task)"),
-    ("scheduler.run_records", "existing_ticks", "existing_ticks query"),
-    ("scheduler.run_records", "active_runs", "active_runs query"),
     ("scheduler.planner", "plan", "planner.plan (overlap per Task)"),
-    ("scheduler.run_records", "defer_runs", "defer_runs"),
-    ("scheduler.jobs", "job_for", "  of which job_for (building Jobs)"),
-    ("procrastinate.manager.JobManager", "batch_defer_jobs", "  of which batch_defer_jobs"),
+    ("scheduler.run_records", "defer_runs", "defer_runs (jobs and TaskRuns, one statement)"),
+    ("scheduler.jobs", "run_rows", "  of which run_rows (the JSON document)"),
     ("scheduler.run_records", "settle_stale_runs", "settle_stale_runs"),
     ("scheduler.tick_store", "advance_tasks", "advance_tasks (UPDATE … FROM jsonb)"),
     ("scheduler.tick_store", "record_tick", "record_tick"),

@@ -70,9 +70,22 @@ def clear_runs() -> None:
 
 
 def vacuum(*tables: str) -> None:
-    """Keep dead rows and stale statistics from one repetition out of the next one's plan."""
+    """Keep dead rows and stale statistics from one repetition out of the next one's plan;
+    then a checkpoint, so that every side starts from the same WAL state (after a
+    checkpoint, the first change to each page writes the whole page to the WAL: a side
+    measured just after one would pay for that, the next not)."""
     for table in tables or ("scheduler_task", "scheduler_taskrun", "procrastinate_jobs"):
         execute(f"VACUUM ANALYZE {table}")
+    if fetch(_MAY_CHECKPOINT_SQL)[0][0]:
+        execute("CHECKPOINT")
+
+
+#: Superusers and (PostgreSQL 15 and later) members of pg_checkpoint may run CHECKPOINT.
+_MAY_CHECKPOINT_SQL = """
+    SELECT rolsuper OR CASE WHEN to_regrole('pg_checkpoint') IS NULL THEN false
+                            ELSE pg_has_role(to_regrole('pg_checkpoint'), 'MEMBER') END
+      FROM pg_roles WHERE rolname = current_user
+"""
 
 
 def make_fleet(

@@ -107,7 +107,7 @@ def run_rows(runs: Sequence[RunToDefer]) -> str:
     Task's kwargs and its retry policy (what ``integrations.base.tasks`` reads)."""
     rows = []
     for ord_, run in enumerate(runs, start=1):
-        when = run.scheduled_for.isoformat()
+        when = run.scheduled_for  # ISO 8601 in the document (sql.json_rows)
         rows.append(
             {
                 "ord": ord_,
@@ -208,6 +208,16 @@ _RUN_JOB_STATUS_SQL = """
       FROM scheduler_taskrun r
       LEFT JOIN procrastinate_jobs j ON j.id = r.job_id
      WHERE r.task_id = ANY(%s) AND r.status IN ('todo', 'doing')
+"""
+
+#: The runs of the Task whose id is the SQL expression ``{task}`` still ``todo`` or ``doing``,
+#: each with its job's status, as JSON text ``[[run id, job status or null], ...]``, NULL
+#: when there is none: a scalar subquery for a read that takes many Tasks at once.
+ACTIVE_RUNS_OF_TASK_SQL = """
+    SELECT jsonb_agg(jsonb_build_array(r.id, j.status))::text
+      FROM scheduler_taskrun r
+      LEFT JOIN procrastinate_jobs j ON j.id = r.job_id
+     WHERE r.task_id = {task} AND r.status IN ('todo', 'doing')
 """
 
 

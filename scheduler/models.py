@@ -36,6 +36,8 @@ SCHEDULER_FIELDS = (
 #: and names the existing Task; the constraint stops what validation cannot see (two
 #: concurrent saves). The kwargs go in as a hash: a btree row holds at most 2.7 kB.
 IDENTICAL_TASK_CONSTRAINT = "unique_task_schedule"
+#: A Task's (tenant, id): the key TaskRun's foreign key references.
+TASK_TENANT_KEY = "unique_task_tenant"
 
 
 # django-stubs gives every QuerySet subclass its own as_manager: two such bases always clash.
@@ -82,11 +84,17 @@ class Task(Pausable):
         BUFFER_ONE = policies.Overlap.BUFFER_ONE.value, "Queue at most one behind the running one"
         ALLOW = policies.Overlap.ALLOW.value, "Always start a new run"
 
-    integration = models.ForeignKey(Integration, on_delete=models.CASCADE, related_name="tasks")
+    # No index of its own: unique_task_schedule leads with it, and every index of a Task
+    # is rewritten each time the scheduler moves its next_run_at.
+    integration = models.ForeignKey(
+        Integration, on_delete=models.CASCADE, related_name="tasks", db_index=False
+    )
+    # No index of its own either: unique_task_tenant (tenant, id) leads with it.
     tenant = models.ForeignKey(
         Tenant,
         on_delete=models.CASCADE,
         related_name="tasks",
+        db_index=False,
         blank=True,
         help_text="Always the integration's tenant (set from it when left empty).",
     )
@@ -192,6 +200,9 @@ class Task(Pausable):
                 MD5(Cast("kwargs", models.TextField())),
                 name=IDENTICAL_TASK_CONSTRAINT,
             ),
+            # What each TaskRun's (tenant, task) foreign key points to (see TaskRun); also
+            # the index of a tenant's Tasks.
+            models.UniqueConstraint(fields=["tenant", "id"], name=TASK_TENANT_KEY),
         ]
 
     def __str__(self) -> str:
@@ -405,9 +416,22 @@ class TaskRun(models.Model):
 
     # No index of their own: unique_run_per_tick (task, scheduled_for) and the (tenant,
     # status) index lead with them, and every index costs each run's insert.
-    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="runs", db_index=False)
+    #
+    # One foreign key in the database covers both: (tenant_id, task_id) references the
+    # Task's (tenant_id, id) (``taskrun_task_tenant_fk``, created by a migration: Django has
+    # no composite foreign keys), so a run exists only for an existing Task and always
+    # carries that Task's tenant, which tenant-scoped access filters on; it follows the Task
+    # if its tenant changes. One check per inserted run instead of two, on the path of every
+    # run a tick defers.
+    task = models.ForeignKey(
+        Task, on_delete=models.CASCADE, related_name="runs", db_index=False, db_constraint=False
+    )
     tenant = models.ForeignKey(
-        Tenant, on_delete=models.CASCADE, related_name="task_runs", db_index=False
+        Tenant,
+        on_delete=models.CASCADE,
+        related_name="task_runs",
+        db_index=False,
+        db_constraint=False,
     )
     scheduled_for = models.DateTimeField(help_text="The tick this run is for.")
     manual = models.BooleanField(default=False, help_text="Started with 'run now'.")
@@ -432,8 +456,13 @@ class TaskRun(models.Model):
         ]
         indexes = [
             models.Index(fields=["tenant", "status"]),
-            # /metrics reads the last hour's lateness, the dashboard the last day's runs.
-            models.Index(fields=["started_at"], name="taskrun_started_idx"),
+            # /metrics reads the last hour's lateness. Only started runs: a run is inserted
+            # before it starts, and a run's insert is on the path of every tick.
+            models.Index(
+                fields=["started_at"],
+                condition=models.Q(started_at__isnull=False),
+                name="taskrun_started_idx",
+            ),
             models.Index(fields=["enqueued_at"], name="taskrun_enqueued_idx"),
             models.Index(
                 fields=["task"],

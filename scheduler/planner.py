@@ -1,16 +1,16 @@
 """What one tick does, computed from plain values: no database, no clock, no logging.
 
 The tick (:mod:`scheduler.tick`) reads, then plans, then writes. Planning is this module,
-in two pure steps, because which runs already exist can only be asked once the candidate
-fire times are known:
+in two pure steps:
 
 1. :func:`draft` takes the due Tasks (and what code each one runs) and computes, per Task,
-   its next run time and the fires its catch-up policy would run; blocked Tasks only move
-   on, and a Task that cannot be planned gets its error. The draft names the (task, fire)
-   pairs and the Tasks whose existing runs the tick must read.
-2. :func:`plan` takes the draft and what was read (pairs that already have a run, runs
-   queued or running per Task) and applies the overlap policy: the :class:`TickPlan` lists
-   the runs to defer, the update of every due Task and the tick's counts.
+   its next run time and the fires its catch-up policy would run, all in
+   ``[next_run_at, now]``; blocked Tasks only move on, and a Task that cannot be planned
+   gets its error.
+2. :func:`plan` takes the draft and what was read of the Tasks' runs (the (task, fire)
+   pairs that already have a run, runs queued or running per Task) and applies the
+   overlap policy: the :class:`TickPlan` lists the runs to defer, the update of every due
+   Task and the tick's counts.
 
 Both take frozen values and return new ones; the inputs are never changed. One Task that
 cannot be planned (its cron or zone, its code or kwargs, its policies) gets a
@@ -27,7 +27,7 @@ from typing import Any, Protocol
 from django.core.exceptions import ValidationError
 
 from scheduler.cron import next_fire
-from scheduler.policies import CatchupPlan, Overlap, plan_catchup, plan_overlap
+from scheduler.policies import CatchupPlan, plan_catchup, plan_overlap
 
 #: What each step of planning a Task does, and what fixes its failure.
 STEPS = {
@@ -178,14 +178,6 @@ class Draft:
     def candidate_pairs(self) -> list[tuple[int, dt.datetime]]:
         """(task, fire) pairs to look up: those that already have a run are not deferred."""
         return [(c.task.pk, when) for c in self.candidates for when in c.catchup.fires]
-
-    def watched_task_ids(self) -> list[int]:
-        """Tasks whose queued and running runs the overlap policy needs to know."""
-        return [
-            c.task.pk
-            for c in self.candidates
-            if c.task.overlap != Overlap.ALLOW and c.catchup.fires
-        ]
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ A run is deleted only when all of these hold, so that nothing can miss it:
   look for its run. System check ``scheduler.E003`` keeps the TaskRun retention at least as
   long as the jobs', so such runs wait briefly, not in every batch's way;
 - its ``scheduled_for`` is before its Task's ``next_run_at`` (or the Task has none). The
-  tick's exactly-once check (``run_records.existing_ticks``) only ever looks up fire times
+  tick's exactly-once check (``tick_store.lock_due_tasks``) only ever looks up fire times
   at or after the Task's ``next_run_at``: the catch-up policies plan fires in
   ``[next_run_at, now]`` (``policies.plan_catchup``, the window only narrows it), and
   ``next_run_at`` never moves back before a recorded fire (the tick advances it past the

@@ -39,25 +39,6 @@ from scheduler.planner import RunToDefer
 # ----------------------------------------------------------------------------- reads
 
 
-_EXISTING_SQL = """
-    SELECT r.task_id, r.scheduled_for
-      FROM scheduler_taskrun r
-      JOIN jsonb_to_recordset(%s::jsonb) AS v(task_id bigint, scheduled_for timestamptz)
-        ON r.task_id = v.task_id AND r.scheduled_for = v.scheduled_for
-"""
-
-
-def existing_ticks(pairs: Iterable[tuple[int, dt.datetime]]) -> set[tuple[int, dt.datetime]]:
-    """Which (task, scheduled_for) pairs already have a run: they are never deferred again."""
-    pairs = list(pairs)
-    if not pairs:
-        return set()
-    with connection.cursor() as cursor:
-        rows = sql.json_rows({"task_id": t, "scheduled_for": when} for t, when in pairs)
-        cursor.execute(_EXISTING_SQL, [rows])
-        return set(cursor.fetchall())
-
-
 @dataclass(frozen=True)
 class ActiveRuns:
     """Runs still ``todo`` or ``doing``, judged by their job's own status (the truth)."""
@@ -77,10 +58,16 @@ def active_runs(task_ids: Sequence[int]) -> ActiveRuns:
     """
     if not task_ids:
         return ActiveRuns()
+    return active_from_rows(jobs.run_job_statuses(task_ids))
+
+
+def active_from_rows(rows: Iterable[tuple[int, int, str | None]]) -> ActiveRuns:
+    """:class:`ActiveRuns` from (run id, task id, its job's status or None) of runs still
+    ``todo`` or ``doing``."""
     queued: Counter[int] = Counter()
     running: Counter[int] = Counter()
     stale: dict[int, str] = {}
-    for run_id, task_id, job_status in jobs.run_job_statuses(task_ids):
+    for run_id, task_id, job_status in rows:
         if job_status == "todo":
             queued[task_id] += 1
         elif job_status in ("doing", "aborting"):

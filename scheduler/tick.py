@@ -4,9 +4,9 @@ A tick takes the due Tasks in chunks (setting ``SCHEDULER_CHUNK_SIZE``); for eac
 reads, then plans, then writes, in one transaction on Django's connection:
 
 - **read**: the due Tasks, locked ``FOR UPDATE SKIP LOCKED`` so concurrent schedulers
-  never take the same Task, and what code each runs; then, for the fires their catch-up
-  policies chose, the (task, fire) pairs that already have a run and the runs still queued
-  or running (:mod:`scheduler.tick_store`, :mod:`scheduler.run_records`);
+  never take the same Task, with the fires since their ``next_run_at`` that already have a
+  run and their runs still queued or running, in one statement
+  (:mod:`scheduler.tick_store`); and what code each runs;
 - **plan**: :mod:`scheduler.planner`, pure functions of those values;
 - **write**: the runs and their jobs, the end of runs whose job vanished, and every due
   Task's ``next_run_at`` and counters.
@@ -167,27 +167,30 @@ def run_chunk(now: dt.datetime, size: int, result: TickResult) -> int:
 
     Exactly once per chunk: its runs, their jobs and its Tasks' ``next_run_at`` commit
     together or not at all, so a scheduler killed in the middle of a herd leaves the
-    Tasks of unfinished chunks due, for the next tick, and none deferred twice."""
+    Tasks of unfinished chunks due, for the next tick, and none deferred twice. The commit
+    does not wait for its WAL flush (see :func:`scheduler.tick_store.commit_without_flush_wait`)."""
     grace = dt.timedelta(seconds=settings.SCHEDULER_PERIOD)
+    own_transaction = not connection.in_atomic_block
     with transaction.atomic():
+        if own_transaction:  # a caller's transaction commits as the caller chose
+            tick_store.commit_without_flush_wait()
         # Read.
-        due = tick_store.lock_due_tasks(now, size, passed=list(result.still_due))
-        if not due:
+        batch = tick_store.lock_due_tasks(now, size, passed=list(result.still_due))
+        if not batch.tasks:
             return 0
-        code = {task.pk: task_code(task) for task in due if not task.blocked}
-        drafted = planner.draft(due, now=now, grace=grace, code=code)
-        done = run_records.existing_ticks(drafted.candidate_pairs())
-        active = run_records.active_runs(drafted.watched_task_ids())
+        code = {task.pk: task_code(task) for task in batch.tasks if not task.blocked}
         # Plan.
-        plan = planner.plan(drafted, done=done, queued=active.queued, running=active.running)
-        log_plan(due, plan)
+        drafted = planner.draft(batch.tasks, now=now, grace=grace, code=code)
+        active = batch.active
+        plan = planner.plan(drafted, done=batch.done, queued=active.queued, running=active.running)
+        log_plan(batch.tasks, plan)
         # Write. The jobs last: placing them locks their tenants' fair-share rows until
         # the commit, and a concurrent scheduler's chunk waits for those.
         tick_store.advance_tasks(plan.advances, now)
         run_records.settle_stale_runs(active.stale)
         run_ids = run_records.defer_runs(plan.runs)
     result.add(plan, run_ids)
-    return len(due)
+    return len(batch.tasks)
 
 
 def task_code(task: planner.DueTask) -> planner.TaskCode:

@@ -358,7 +358,7 @@ def test_a_task_that_cannot_be_planned_is_taken_once_per_tick(db, tenant, probe_
         if len(taken) >= 10:
             raise AssertionError(f"the tick keeps taking the same Tasks: {taken}")
         due = lock_due_tasks(*args, **kwargs)
-        taken.append([task.pk for task in due])
+        taken.append([task.pk for task in due.tasks])
         return due
 
     monkeypatch.setattr(tick_store, "lock_due_tasks", counted)

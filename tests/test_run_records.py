@@ -239,3 +239,107 @@ def test_a_tick_that_fails_in_a_worker_leaves_no_job_and_no_run(
     assert not TaskRun.objects.exists()
     task.refresh_from_db()
     assert task.next_run_at == T0
+
+
+# ----------------------------------------------------------------------------- the tick's read
+
+
+@pytest.mark.django_db
+def test_the_due_read_returns_each_tasks_recorded_fires_since_its_next_run_and_active_runs(
+    probe_task,
+):
+    """The one statement a chunk reads with: the fires that already have a run in
+    [next_run_at, now] (exactly-once), and the runs still queued or running as the
+    separate read of active runs sees them."""
+    task = probe_task(now=T0 - MIN, overlap="allow")
+    other = probe_task(now=T0 - MIN, overlap="skip")
+    before, at, inside, after = (defer_one(task, T0 + i * MIN) for i in (-2, 0, 3, 9))
+    set_job_status(at, "doing")
+    sql("DELETE FROM procrastinate_jobs WHERE id = %s", [inside.job_id])  # purged: stale
+    Task.objects.filter(pk__in=[task.pk, other.pk]).update(next_run_at=T0)
+    now = T0 + 5 * MIN
+
+    batch = tick_store.lock_due_tasks(now, limit=10)
+
+    assert [t.pk for t in batch.tasks] == [task.pk, other.pk]
+    assert batch.done == {(task.pk, at.scheduled_for), (task.pk, inside.scheduled_for)}
+    separate = run_records.active_runs([task.pk, other.pk])
+    assert (batch.active.queued, batch.active.running) == (separate.queued, separate.running)
+    assert batch.active.queued == {task.pk: 2}  # before and after wait
+    assert batch.active.running == {task.pk: 1}
+    assert batch.active.stale == separate.stale == {inside.pk: "cancelled"}
+    assert before.scheduled_for < T0 and after.scheduled_for > now
+
+
+# ----------------------------------------------------------------------------- integrity
+
+
+def tenant_of_runs(task: Task) -> set[int]:
+    return set(TaskRun.objects.filter(task=task).values_list("tenant_id", flat=True))
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("wrong", ["tenant", "task"])
+def test_the_database_refuses_a_run_of_another_tenant_than_its_tasks_or_of_no_task(
+    probe_task, other_tenant, wrong
+):
+    """Tenant-scoped pages filter runs by their tenant: a run carrying another tenant
+    than its Task's would show one tenant's run to another. One foreign key on
+    (task, tenant) refuses it, and a run of a Task that does not exist."""
+    from django.db import IntegrityError, transaction
+
+    task = probe_task(now=T0 - MIN)
+    run = defer_one(task)
+    column, value = ("tenant_id", other_tenant.pk) if wrong == "tenant" else ("task_id", -1)
+    with pytest.raises(IntegrityError, match="taskrun_task_tenant_fk"), transaction.atomic():
+        sql(f"UPDATE scheduler_taskrun SET {column} = %s WHERE id = %s", [value, run.pk])
+        sql("SET CONSTRAINTS ALL IMMEDIATE")
+    assert tenant_of_runs(task) == {task.tenant_id}
+
+
+@pytest.mark.django_db
+def test_runs_follow_their_task_to_another_tenant_and_go_with_it(probe_task, other_tenant):
+    task = probe_task(now=T0 - MIN)
+    defer_one(task, T0)
+    defer_one(task, T0 + MIN)
+    sql("UPDATE scheduler_task SET tenant_id = %s WHERE id = %s", [other_tenant.pk, task.pk])
+    sql("SET CONSTRAINTS ALL IMMEDIATE")
+
+    assert tenant_of_runs(task) == {other_tenant.pk}
+
+    Task.objects.filter(pk=task.pk).delete()  # the runs go first, then the Task
+    sql("SET CONSTRAINTS ALL IMMEDIATE")
+    assert not TaskRun.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_chunk_commits_without_waiting_for_the_flush_and_only_that_transaction(
+    clean_jobs, probe_task, monkeypatch
+):
+    """The tick's chunks commit asynchronously (a crash of PostgreSQL loses a whole chunk,
+    due again at the next tick); other transactions of the connection, and a tick run
+    inside a caller's transaction, keep the server's setting."""
+    from django.db import transaction
+
+    probe_task(now=T0 - MIN, overlap="allow")
+    seen: list[str] = []
+    advance_tasks = tick_store.advance_tasks
+
+    def setting() -> str:
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW synchronous_commit")
+            return cursor.fetchone()[0]
+
+    def watched(*args, **kwargs):
+        seen.append(setting())
+        return advance_tasks(*args, **kwargs)
+
+    monkeypatch.setattr(tick_store, "advance_tasks", watched)
+    server = setting()
+
+    assert len(run_tick(T0).deferred) == 1
+    assert setting() == server == "on"
+    with transaction.atomic():
+        assert len(run_tick(T0 + MIN).deferred) == 1
+        assert setting() == "on"
+    assert seen == ["off", "on"]
