@@ -6,7 +6,7 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin
-from django.core.exceptions import ImproperlyConfigured
+from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.db.models import Model
 from django.http import HttpRequest
 
@@ -16,7 +16,14 @@ from tenants.admin_actions import pause_tenants, resume_tenants
 from tenants.admin_base import TenantScopedAdmin
 from tenants.admin_members import MembershipForm, MembershipFormSet, owner_members
 from tenants.crypto import LockerError
-from tenants.models import Locker, Membership, Tenant, default_time_zone, time_zone_names
+from tenants.models import (
+    Locker,
+    Membership,
+    Tenant,
+    default_time_zone,
+    time_zone_names,
+    validate_locker_value,
+)
 
 #: Tenant fields that set the tenant's share of shared workers: only owners change them.
 FAIR_SHARE_FIELDS = ["weight", "max_running"]
@@ -204,7 +211,10 @@ class LockerForm(forms.ModelForm):
             cleaned.pop("value", None)  # keep the stored secret untouched
         elif cleaned.get("value"):
             try:
+                validate_locker_value(cleaned["value"])
                 keycheck.ensure_keys_open_stored()
+            except ValidationError as exc:
+                self.add_error(None, exc)
             except LockerError as exc:
                 self.add_error("value", str(exc))
         return cleaned

@@ -26,6 +26,11 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
+#: The shortest Locker value accepted. Secrets are kept out of error texts and log lines by
+#: searching for each value (``integrations.base.redact``): a shorter one would blank
+#: ordinary letters of every message, so it could not be masked, and is guessable anyway.
+MIN_VALUE_LENGTH = 4
+
 GENERATE_KEY_COMMAND = (
     'python -c "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())"'
 )

@@ -234,6 +234,22 @@ class Membership(models.Model):
             )
 
 
+def validate_locker_value(value: object) -> None:
+    """Raise ValidationError unless ``value`` is a string a Locker may store: not empty, and
+    long enough to be masked in error texts and logs (:data:`crypto.MIN_VALUE_LENGTH`)."""
+    if not isinstance(value, str) or value == "":
+        raise ValidationError({"value": "A Locker value must be a non-empty string."})
+    if len(value) < crypto.MIN_VALUE_LENGTH:
+        raise ValidationError(
+            {
+                "value": f"A Locker value must be at least {crypto.MIN_VALUE_LENGTH} "
+                f"characters long (this one has {len(value)}): errors and logs are kept free "
+                "of secrets by masking each stored value, which a shorter one would make "
+                "impossible. Store the whole token or password."
+            }
+        )
+
+
 class Locker(models.Model):
     """A tenant's secrets (API tokens), read by integration code at run time only.
 
@@ -306,8 +322,7 @@ class Locker(models.Model):
             return  # unchanged since loaded: already encrypted (even under a retired key)
         if crypto.looks_like_token(value) and crypto.can_decrypt(value):
             return  # a token of ours (e.g. copied from another Locker): never encrypt twice
-        if not isinstance(value, str) or value == "":
-            raise ValidationError({"value": "A Locker value must be a non-empty string."})
+        validate_locker_value(value)
         # A value written under keys that open none of the stored ones could not be read
         # by the processes configured with the right key.
         keycheck.ensure_keys_open_stored()
@@ -327,8 +342,7 @@ class Locker(models.Model):
         Raises ``LockerWrongKeys`` and stores nothing when LOCKER_KEYS opens none of the
         stored values: a value written under the wrong key could not be read elsewhere.
         """
-        if not isinstance(value, str) or value == "":
-            raise ValidationError({"value": "A Locker value must be a non-empty string."})
+        validate_locker_value(value)
         if not Tenant.objects.filter(pk=tenant_id).exists():
             raise ValidationError({"tenant": f"There is no tenant with id {tenant_id}."})
         keycheck.ensure_keys_open_stored()

@@ -93,6 +93,18 @@ def test_integration_form_rejects_bad_config(admin_client_, tenant):
     assert not Integration.objects.exists()
 
 
+@pytest.mark.parametrize("existing", [False, True])
+def test_the_locker_form_refuses_a_value_too_short_to_be_masked(admin_client_, tenant, existing):
+    locker = Locker.add("github_token", "ghp_kept_value", tenant.id) if existing else None
+    url = f"/admin/tenants/locker/{locker.pk}/change/" if locker else "/admin/tenants/locker/add/"
+    response = admin_client_.post(url, {"tenant": tenant.pk, "key": "github_token", "value": "abc"})
+
+    assert response.status_code == 200
+    assert "at least 4 characters long (this one has 3)" in response.content.decode()
+    stored = Locker.get("github_token", tenant.id)
+    assert stored == ("ghp_kept_value" if existing else None)
+
+
 def test_locker_admin_never_shows_the_value(admin_client_, tenant):
     locker = Locker.add("github_token", "ghp_never_shown", tenant.id)
     for url in ("/admin/tenants/locker/", f"/admin/tenants/locker/{locker.pk}/change/"):

@@ -37,7 +37,7 @@ def github_run(tenant, base_url: str) -> TaskRun:
         name="github", tenant=tenant, config={"org": "acme", "base_url": base_url}
     )
     task = integration.add_task("get_users", "* * * * *")
-    Locker.add("github_token", "t", tenant.id)
+    Locker.add("github_token", "ghp_token", tenant.id)
     run_tick(task.next_run_at)
     return TaskRun.objects.get(task=task)
 

@@ -84,7 +84,7 @@ def test_saving_an_unchanged_locker_never_reencrypts(tenant):
 @pytest.mark.django_db
 def test_plaintext_assigned_to_value_is_encrypted_once_on_save(tenant):
     """What the admin form does: ``locker.value = <plaintext>`` then ``save()``."""
-    locker = Locker.objects.get(pk=Locker.add("github_token", "old", tenant.id).pk)
+    locker = Locker.objects.get(pk=Locker.add("github_token", "old-value", tenant.id).pk)
     locker.value = SECRET
     locker.save()
     token = stored(locker.pk)

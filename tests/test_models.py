@@ -51,9 +51,26 @@ def test_locker_value_stays_out_of_str_and_repr(tenant):
 
 def test_locker_rejects_unknown_tenant_and_empty_value(tenant):
     with pytest.raises(ValidationError, match="no tenant with id 999999"):
-        Locker.add("k", "v", 999999)
+        Locker.add("k", "value", 999999)
     with pytest.raises(ValidationError, match="non-empty string"):
         Locker.add("k", "", tenant.id)
+
+
+@pytest.mark.parametrize("value", ["a", "ab", "abc"])
+def test_a_locker_value_too_short_to_be_masked_is_refused_and_nothing_is_stored(tenant, value):
+    """Errors and logs are kept free of secrets by masking each stored value; a value of
+    one to three characters cannot be masked (it would blank ordinary letters), so it is
+    refused, through the Python API and through save() alike."""
+    with pytest.raises(
+        ValidationError, match=f"at least 4 characters long .this one has {len(value)}\\)"
+    ):
+        Locker.add("k", value, tenant.id)
+    with pytest.raises(ValidationError, match="at least 4 characters"):
+        Locker(tenant=tenant, key="k", value=value).save()
+    assert not Locker.objects.exists()
+    assert Locker.get("k", tenant.id) is None
+    Locker.add("k", "abcd", tenant.id)  # four characters: masked, so accepted
+    assert Locker.get("k", tenant.id) == "abcd"
 
 
 def test_add_task_on_unsaved_integration_saves_both(tenant):

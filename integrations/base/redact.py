@@ -25,10 +25,9 @@ import threading
 from collections.abc import Iterable
 from urllib.parse import quote
 
+from tenants.crypto import MIN_VALUE_LENGTH as MIN_SECRET_LENGTH
+
 MASK = "***"
-#: Values shorter than this are not masked: they would blank ordinary letters of every
-#: message, and a secret of one to three characters is guessable anyway.
-MIN_SECRET_LENGTH = 4
 #: At most this many characters of a remote server's text go into an error message.
 REMOTE_TEXT_LIMIT = 200
 #: How many secrets a process remembers for its log lines (oldest forgotten first).
