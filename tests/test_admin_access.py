@@ -268,3 +268,39 @@ def test_list_pages_run_a_bounded_number_of_queries(client, world, url):
     with CaptureQueriesContext(connection) as queries:
         assert client.get(url).status_code == 200
     assert len(queries.captured_queries) <= 12, [q["sql"][:120] for q in queries.captured_queries]
+
+
+# ----------------------------------------------------------------------------- long run lists
+
+
+def test_the_run_list_counts_up_to_a_cap_newest_first_and_offers_only_the_users_tenants(
+    client, world, monkeypatch
+):
+    """Runs grow by millions a day: the list counts at most a capped number of them and
+    says "more than" beyond it, shows the newest first, and its tenant filter offers the
+    user's own tenants, not every tenant that has runs; another tenant's id is refused."""
+    from scheduler.paging import CappedPaginator
+
+    monkeypatch.setattr(CappedPaginator, "cap", 2)
+    acme, globex = world["acme-corp"], world["globex-inc"]
+    Task.objects.filter(pk=acme["task"].pk).update(overlap="allow")
+    acme["task"].refresh_from_db()
+    later = [run_now(acme["task"], now=acme["run"].scheduled_for + dt.timedelta(minutes=i))
+             for i in (1, 2)]  # fmt: skip
+    login(client, world["alice"])
+
+    page = client.get("/admin/scheduler/taskrun/").content.decode()
+
+    assert "more than 2 task runs" in page
+    newest, previous = (f"/admin/scheduler/taskrun/{run.pk}/change/" for run in reversed(later))
+    assert page.index(newest) < page.index(previous)
+    assert f"?tenant__id__exact={acme['tenant'].pk}" in page
+    assert globex["tenant"].name not in page
+    assert f"tenant__id__exact={globex['tenant'].pk}" not in page
+
+    monkeypatch.setattr(CappedPaginator, "cap", 10)
+    filtered = client.get(f"/admin/scheduler/taskrun/?tenant__id__exact={acme['tenant'].pk}")
+    assert "3 task runs" in filtered.content.decode()
+    refused = client.get(f"/admin/scheduler/taskrun/?tenant__id__exact={globex['tenant'].pk}")
+    assert refused.status_code == 400
+    assert f"/admin/scheduler/taskrun/{globex['run'].pk}/" not in refused.content.decode()
