@@ -343,3 +343,17 @@ def test_a_chunk_commits_without_waiting_for_the_flush_and_only_that_transaction
         assert len(run_tick(T0 + MIN).deferred) == 1
         assert setting() == "on"
     assert seen == ["off", "on"]
+
+
+@pytest.mark.django_db
+def test_kwargs_with_an_integer_beyond_64_bits_reach_the_job_exactly(probe_task):
+    """PostgreSQL's jsonb keeps such an integer exactly; the document that builds the job
+    rows must too (orjson refuses it, so that document takes the standard library's path)."""
+    huge = 10**30 + 7
+    task = probe_task(now=T0 - MIN, kwargs={"fail_first": huge})
+
+    assert len(run_tick(T0).deferred) == 1
+
+    job = ProcrastinateJob.objects.get(id=TaskRun.objects.get(task=task).job_id)
+    assert job.args["kwargs"] == {"fail_first": huge}
+    assert job.args["scheduled_for"] == T0.isoformat()
