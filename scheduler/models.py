@@ -418,7 +418,7 @@ class TaskRun(models.Model):
     # status) index lead with them, and every index costs each run's insert.
     #
     # One foreign key in the database covers both: (tenant_id, task_id) references the
-    # Task's (tenant_id, id) (``taskrun_task_tenant_fk``, created by a migration: Django has
+    # Task's (tenant_id, id) (``taskrun_task_tenant_fk``, created by migrations: Django has
     # no composite foreign keys), so a run exists only for an existing Task and always
     # carries that Task's tenant, which tenant-scoped access filters on; it follows the Task
     # if its tenant changes. One check per inserted run instead of two, on the path of every

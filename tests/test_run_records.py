@@ -110,37 +110,48 @@ def test_a_drifted_trigger_is_reported_with_the_fix_and_migrate_repairs_it(probe
     assert follows_its_job(task, T0 + MIN)
 
 
-@pytest.mark.django_db
-def test_while_a_migration_is_pending_the_check_leaves_it_to_migrate(probe_task):
+def migrate_to_latest() -> None:
+    executor = MigrationExecutor(connection)
+    executor.migrate(executor.loader.graph.leaf_nodes())
+
+
+# Outside a test transaction: some migrations build indexes concurrently, which PostgreSQL
+# only does outside one. Each test leaves the database fully migrated.
+
+
+@pytest.mark.django_db(transaction=True)
+def test_while_a_migration_is_pending_the_check_leaves_it_to_migrate(clean_jobs, probe_task):
     """Before migrate has run, the trigger may well be missing: migrate installs it."""
     # That migration and every one after it undone, and the trigger gone.
-    sql("SET CONSTRAINTS ALL IMMEDIATE")  # no pending foreign-key checks when tables change
     MigrationExecutor(connection).migrate([("scheduler", "0006_task_plan_error")])
-    sql("DROP FUNCTION metronome_sync_task_run() CASCADE")
-    assert run_records.trigger_problems() != []
-    assert e001() == []
-    assert run_records.sync_trigger() is False  # not expected yet: nothing installed
-
-    call_command("migrate", verbosity=0)
+    try:
+        sql("DROP FUNCTION metronome_sync_task_run() CASCADE")
+        assert run_records.trigger_problems() != []
+        assert e001() == []
+        assert run_records.sync_trigger() is False  # not expected yet: nothing installed
+    finally:
+        call_command("migrate", verbosity=0)
 
     assert e001() == [] and run_records.trigger_problems() == []
     assert follows_its_job(probe_task(now=T0 - MIN), T0)
 
 
-@pytest.mark.django_db
-def test_undoing_the_file_migration_keeps_the_same_trigger(probe_task):
+@pytest.mark.django_db(transaction=True)
+def test_undoing_the_file_migration_keeps_the_same_trigger(clean_jobs, probe_task):
     """0007 replaces 0004's trigger by the file's (the same SQL); undone, 0004's is back."""
     task = probe_task(now=T0 - MIN)
-    sql("SET CONSTRAINTS ALL IMMEDIATE")  # no pending foreign-key checks when tables change
     executor = MigrationExecutor(connection)
     executor.migrate([("scheduler", "0006_task_plan_error")])
-    assert run_records.trigger_problems() == []
-    assert follows_its_job(task, T0)
+    try:
+        assert run_records.trigger_problems() == []
+        assert follows_its_job(task, T0)
 
-    executor = MigrationExecutor(connection)
-    executor.migrate([run_records.TRIGGER_MIGRATION])
-    assert run_records.trigger_problems() == []
-    assert follows_its_job(task, T0 + MIN)
+        executor = MigrationExecutor(connection)
+        executor.migrate([run_records.TRIGGER_MIGRATION])
+        assert run_records.trigger_problems() == []
+        assert follows_its_job(task, T0 + MIN)
+    finally:
+        migrate_to_latest()
 
 
 # ----------------------------------------------------------------------------- stale runs
@@ -357,3 +368,26 @@ def test_kwargs_with_an_integer_beyond_64_bits_reach_the_job_exactly(probe_task)
     job = ProcrastinateJob.objects.get(id=TaskRun.objects.get(task=task).job_id)
     assert job.args["kwargs"] == {"fail_first": huge}
     assert job.args["scheduled_for"] == T0.isoformat()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_upgrading_gives_a_run_saved_with_another_tenant_its_tasks_tenant(
+    clean_jobs, probe_task, other_tenant
+):
+    """Before the (tenant, task) key, nothing stopped a run from carrying another tenant
+    than its Task's; the migrations that add the key give such a run its Task's tenant
+    (it would otherwise show on the other tenant's pages), then validate the key."""
+    task = probe_task(now=T0 - MIN)
+    run = defer_one(task)
+    MigrationExecutor(connection).migrate([("scheduler", "0012_task_tenant_rank")])
+    try:
+        sql("UPDATE scheduler_taskrun SET tenant_id = %s WHERE id = %s", [other_tenant.pk, run.pk])
+    finally:
+        migrate_to_latest()
+
+    assert TaskRun.objects.get(pk=run.pk).tenant_id == task.tenant_id
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT convalidated FROM pg_constraint WHERE conname = 'taskrun_task_tenant_fk'"
+        )
+        assert cursor.fetchone() == (True,)

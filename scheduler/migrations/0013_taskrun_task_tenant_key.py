@@ -2,24 +2,17 @@
 Task's (tenant_id, id), so a run always carries its Task's tenant and each inserted run is
 checked once, not twice. That key is also the index of a tenant's Tasks, and the
 identical-task constraint leads with the integration: Task loses both single-column
-indexes. The index of runs by start time holds only started runs."""
+indexes."""
 
 import django.db.models.deletion
 from django.db import migrations, models
 
-# Runs saved with another tenant than their Task's take the Task's, so that the key holds.
-ALIGN_TENANTS = """
-    UPDATE scheduler_taskrun r SET tenant_id = t.tenant_id
-      FROM scheduler_task t
-     WHERE r.task_id = t.id AND r.tenant_id <> t.tenant_id
-"""
-
-# Added NOT VALID, then validated: the scan of existing runs does not block their writes.
+# Added NOT VALID (no scan; new runs are checked from now on); the next migration aligns
+# and validates the existing ones outside this transaction, without blocking their writes.
 ADD_KEY = """
     ALTER TABLE scheduler_taskrun ADD CONSTRAINT taskrun_task_tenant_fk
         FOREIGN KEY (tenant_id, task_id) REFERENCES scheduler_task (tenant_id, id)
-        ON UPDATE CASCADE DEFERRABLE INITIALLY DEFERRED NOT VALID;
-    ALTER TABLE scheduler_taskrun VALIDATE CONSTRAINT taskrun_task_tenant_fk;
+        ON UPDATE CASCADE DEFERRABLE INITIALLY DEFERRED NOT VALID
 """
 
 DROP_KEY = "ALTER TABLE scheduler_taskrun DROP CONSTRAINT taskrun_task_tenant_fk"
@@ -80,18 +73,5 @@ class Migration(migrations.Migration):
                 to="tenants.tenant",
             ),
         ),
-        migrations.RunSQL(ALIGN_TENANTS, reverse_sql=migrations.RunSQL.noop),
         migrations.RunSQL(ADD_KEY, reverse_sql=DROP_KEY),
-        migrations.RemoveIndex(
-            model_name="taskrun",
-            name="taskrun_started_idx",
-        ),
-        migrations.AddIndex(
-            model_name="taskrun",
-            index=models.Index(
-                condition=models.Q(("started_at__isnull", False)),
-                fields=["started_at"],
-                name="taskrun_started_idx",
-            ),
-        ),
     ]
