@@ -175,10 +175,6 @@ class Draft:
     moved_on: Mapping[int, dt.datetime]  # blocked Task id -> its next run time
     failures: Mapping[int, PlanFailure]
 
-    def candidate_pairs(self) -> list[tuple[int, dt.datetime]]:
-        """(task, fire) pairs to look up: those that already have a run are not deferred."""
-        return [(c.task.pk, when) for c in self.candidates for when in c.catchup.fires]
-
 
 @dataclass(frozen=True)
 class TickPlan:

@@ -161,7 +161,8 @@ def ticks_with_runs(draw, blocked: bool = True) -> tuple[Tick, frozenset, dict, 
     """A tick, the (task, fire) pairs among its candidates that already have a run, and
     the runs queued and running per Task."""
     tick = draw(ticks(blocked))
-    pairs = draft(tick.tasks, now=tick.now, grace=tick.grace, code=tick.code).candidate_pairs()
+    drafted = draft(tick.tasks, now=tick.now, grace=tick.grace, code=tick.code)
+    pairs = [(c.task.pk, when) for c in drafted.candidates for when in c.catchup.fires]
     bits = draw(done_bits)
     done = frozenset(pair for i, pair in enumerate(pairs) if bits >> i & 1)
     queued = dict(enumerate(draw(counts), 1))
